@@ -1,0 +1,197 @@
+//! eddy's configuration: the `nats` and `engine` sections, aggregates, and the loader that collects every
+//! error at once. Defaults live in the `Default` impls below and nowhere else.
+
+mod errors;
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use errors::{ConfigError, ConfigErrors};
+pub use source::{from_value, Source};
+
+use crate::aggregate::Aggregate;
+
+/// How eddy reaches NATS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL. Absent: eddy starts and supervises its own nats-server (the embedded default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Port of the embedded nats-server.
+    pub port: u16,
+    /// User name, with `password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password, with `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Token authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A `.creds` file (JWT and nkey seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// TLS settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS files for the NATS connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate used to verify the server.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Client key, with `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            port: 4222,
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            nkey_seed_file: None,
+            tls: None,
+        }
+    }
+}
+
+/// The engine's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Local state (sled) and the embedded server's store (`data_dir/nats`).
+    pub data_dir: PathBuf,
+    /// The JetStream stream that is the event store.
+    pub stream: String,
+    /// Stream replicas: 1 on a single server, 3 on a cluster.
+    pub replicas: usize,
+    /// Prefix of request subjects: `<api_prefix>.cmd.*`, `<api_prefix>.query.*`, `<api_prefix>.admin.*`.
+    pub api_prefix: String,
+    /// How long a repeated command id returns the first reply (also the stream's duplicate window).
+    pub dedup_window_secs: u64,
+    /// How many aggregates' states the command service keeps in memory.
+    pub cache_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".eddy"),
+            stream: "EVENTS".into(),
+            replicas: 1,
+            api_prefix: "eddy".into(),
+            dedup_window_secs: 120,
+            cache_size: 100_000,
+        }
+    }
+}
+
+/// Top-level sections that other issues will bring; named so a config using them fails clearly.
+const NOT_YET_SUPPORTED: &[&str] = &["reactors", "projections"];
+
+/// A loaded, validated config with every CEL expression compiled.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The NATS connection.
+    pub nats: NatsConfig,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// The aggregates by name.
+    pub aggregates: BTreeMap<String, Arc<Aggregate>>,
+    /// The path it was loaded from.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Loads and validates the config at `path`, returning every error found.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let source = Source::load(path, &mut errors);
+        let nats = source
+            .extract::<NatsConfig>("nats", &mut errors)
+            .unwrap_or_default();
+        let engine = source
+            .extract::<EngineConfig>("engine", &mut errors)
+            .unwrap_or_default();
+        validate_engine(&engine, &source, &mut errors);
+        let mut aggregates = BTreeMap::new();
+        for name in source.children("aggregates", &mut errors) {
+            if let Some(aggregate) = Aggregate::load(&source, &name, &mut errors) {
+                aggregates.insert(name, Arc::new(aggregate));
+            }
+        }
+        for key in source.top_level_keys() {
+            match key.as_str() {
+                "nats" | "engine" | "aggregates" => {}
+                k if NOT_YET_SUPPORTED.contains(&k) => errors.push(
+                    source.file_of(k),
+                    k,
+                    "not supported yet: this version of eddy serves aggregates only",
+                ),
+                k => errors.push(source.file_of(k), k, "unknown section"),
+            }
+        }
+        errors.into_result(Config {
+            nats,
+            engine,
+            aggregates,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn validate_engine(engine: &EngineConfig, source: &Source, errors: &mut ConfigErrors) {
+    let mut check = |ok: bool, key: &str, message: &str| {
+        if !ok {
+            errors.push(source.file_of(key), key, message);
+        }
+    };
+    check(
+        is_token(&engine.stream),
+        "engine.stream",
+        "must be a stream name (letters, digits, `_`, `-`)",
+    );
+    check(
+        engine.api_prefix.split('.').all(is_token),
+        "engine.api_prefix",
+        "must be a subject prefix without wildcards",
+    );
+    check(
+        (1..=5).contains(&engine.replicas),
+        "engine.replicas",
+        "must be between 1 and 5",
+    );
+    check(
+        engine.dedup_window_secs > 0,
+        "engine.dedup_window_secs",
+        "must be positive",
+    );
+    check(
+        engine.cache_size > 0,
+        "engine.cache_size",
+        "must be positive",
+    );
+}
+
+/// A name usable as one subject token.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,216 @@
+//! Where config comes from: one TOML file or a directory of them, merged, then `EDDY_` env overrides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+use super::{ConfigErrors, EngineConfig, NatsConfig};
+
+/// Env vars with the `EDDY_` prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["nats_server", "config", "log"];
+
+/// The merged config of one load, with enough provenance to name the file behind every key.
+pub struct Source {
+    figment: Figment,
+    root: PathBuf,
+}
+
+impl Source {
+    /// Reads `path` (a file, or a directory whose `*.toml` files are read recursively in path order).
+    /// Syntax errors and keys defined in two files are collected into `errors`.
+    pub fn load(path: &Path, errors: &mut ConfigErrors) -> Source {
+        let root = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().unwrap_or(Path::new("")).to_path_buf()
+        };
+        let files = match toml_files(path) {
+            Ok(files) => files,
+            Err(e) => {
+                errors.push(Some(path.display().to_string()), "", e);
+                Vec::new()
+            }
+        };
+        let mut figment = Figment::new()
+            .merge(Serialized::default("nats", NatsConfig::default()))
+            .merge(Serialized::default("engine", EngineConfig::default()));
+        let mut owners: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        for file in &files {
+            let shown = display_path(&root, file);
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(Some(shown), "", format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            match text.parse::<toml::Table>() {
+                Ok(table) => {
+                    let mut leaves = Vec::new();
+                    collect_keys("", &table, &mut leaves);
+                    for (key, is_table) in leaves {
+                        match owners.get(&key) {
+                            Some((first, first_is_table)) if !(is_table && *first_is_table) => {
+                                errors.push(
+                                    Some(shown.clone()),
+                                    key.clone(),
+                                    format!("defined in both {first} and {shown}"),
+                                )
+                            }
+                            Some(_) => {}
+                            None => {
+                                owners.insert(key, (shown.clone(), is_table));
+                            }
+                        }
+                    }
+                    figment = figment.merge(Toml::file_exact(file));
+                }
+                Err(e) => errors.push(
+                    Some(shown),
+                    "",
+                    format!("TOML syntax error: {}", one_line(&e.to_string())),
+                ),
+            }
+        }
+        let env = Env::prefixed("EDDY_").split("__").filter(|key| {
+            !NON_CONFIG_ENV
+                .iter()
+                .any(|n| key.as_str().eq_ignore_ascii_case(n))
+        });
+        figment = figment.merge(env);
+        Source { figment, root }
+    }
+
+    /// The top-level keys present.
+    pub fn top_level_keys(&self) -> Vec<String> {
+        match self.figment.extract::<figment::value::Dict>() {
+            Ok(dict) => dict.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The names below a table key (`aggregates` -> `account`, `transfer`), or none.
+    pub fn children(&self, key: &str, errors: &mut ConfigErrors) -> Vec<String> {
+        match self.figment.find_value(key) {
+            Ok(Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+            Ok(_) => {
+                errors.push(self.file_of(key), key, "expected a table");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Deserializes the value at `key`, recording an error (and returning `None`) on failure.
+    pub fn extract<T: DeserializeOwned>(&self, key: &str, errors: &mut ConfigErrors) -> Option<T> {
+        match self.figment.extract_inner::<T>(key) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                for e in err {
+                    let parts: Vec<&str> = key.split('.').collect();
+                    let has_prefix = e.path.len() >= parts.len()
+                        && e.path.iter().zip(&parts).all(|(a, b)| a == b);
+                    let full = if has_prefix || e.path.is_empty() && key.is_empty() {
+                        e.path.join(".")
+                    } else if e.path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{key}.{}", e.path.join("."))
+                    };
+                    let file = e
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.source.as_ref())
+                        .and_then(|s| s.file_path())
+                        .map(|p| display_path(&self.root, p))
+                        .or_else(|| self.file_of(key));
+                    errors.push(file, full, one_line(&e.kind.to_string()));
+                }
+                None
+            }
+        }
+    }
+
+    /// The file that defines `key`, relative to the config root, or `None` for env vars and defaults.
+    pub fn file_of(&self, key: &str) -> Option<String> {
+        let meta = self.figment.find_metadata(key)?;
+        let path = meta.source.as_ref()?.file_path()?;
+        Some(display_path(&self.root, path))
+    }
+}
+
+/// Lists the TOML files of a config path, in path order.
+fn toml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    if !path.exists() {
+        return Err("no such file or directory".into());
+    }
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err("no *.toml files found".into());
+    }
+    Ok(out)
+}
+
+/// Every key path of a table with whether it is a table itself, for the duplicate check.
+fn collect_keys(prefix: &str, table: &toml::Table, out: &mut Vec<(String, bool)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => {
+                out.push((key.clone(), true));
+                collect_keys(&key, t, out);
+            }
+            _ => out.push((key, false)),
+        }
+    }
+}
+
+fn display_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Deserializes a sub-value already extracted (e.g. one command of an aggregate).
+pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    value.deserialize::<T>().map_err(|e| {
+        let path = e.path.join(".");
+        let kind = one_line(&e.kind.to_string());
+        if path.is_empty() {
+            kind
+        } else {
+            format!("{path}: {kind}")
+        }
+    })
+}

@@ -1,0 +1,6 @@
+//! eddy's core: the event envelope, the JetStream event store, declarative aggregates and the command
+//! service, the embedded nats-server, and the runtime that ties them together.
+
+pub mod aggregate;
+pub mod cel;
+pub mod config;
