@@ -1,1 +1,122 @@
-fn main() {}
+//! The `eddy` binary: command-line parsing and wiring. The work happens in the library crates.
+
+mod bench;
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// eddy: a workflow and saga engine on NATS JetStream.
+#[derive(Parser)]
+#[command(name = "eddy", version, about)]
+struct Args {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// Where the config is: a TOML file or a directory of them.
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// A TOML file, or a directory whose *.toml files are merged.
+    #[arg(long, env = "EDDY_CONFIG", default_value = "eddy.toml")]
+    config: PathBuf,
+}
+
+/// How to reach a running engine.
+#[derive(clap::Args, Clone)]
+struct ServerArg {
+    /// NATS URL of a running engine; default: the config's nats.url, else the embedded server's port.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Run the engine (with an embedded nats-server unless nats.url is set).
+    Run(ConfigArg),
+    /// Check a config and print every error.
+    Validate(ConfigArg),
+    /// Send a command and print the reply: eddy send account.deposit '{"id":"a1","amount":5}'
+    Send {
+        /// <aggregate>.<command>
+        target: String,
+        /// The JSON body.
+        body: String,
+        /// Idempotency key (Eddy-Command-Id).
+        #[arg(long)]
+        command_id: Option<String>,
+        /// Eddy-Expected-Version.
+        #[arg(long)]
+        expected_version: Option<String>,
+        /// Eddy-Correlation-Id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show an aggregate's events, each with the state after it.
+    History {
+        aggregate: String,
+        id: String,
+        /// Show the state as it was at this version.
+        #[arg(long)]
+        at_version: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Benchmarks against the raw JetStream floor measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchVerb),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match args.verb {
+            Verb::Run(c) => cli::run(&c.config).await,
+            Verb::Validate(c) => cli::validate(&c.config),
+            Verb::Send {
+                target,
+                body,
+                command_id,
+                expected_version,
+                correlation_id,
+                config,
+                server,
+            } => {
+                let headers = cli::SendHeaders {
+                    command_id,
+                    expected_version,
+                    correlation_id,
+                };
+                cli::send(&config.config, server.server, &target, &body, headers).await
+            }
+            Verb::History {
+                aggregate,
+                id,
+                at_version,
+                config,
+                server,
+            } => cli::history(&config.config, server.server, &aggregate, &id, at_version).await,
+            Verb::Bench(verb) => bench::run(verb).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

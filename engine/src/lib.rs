@@ -3,4 +3,9 @@
 
 pub mod aggregate;
 pub mod cel;
+pub mod command;
 pub mod config;
+pub mod envelope;
+pub mod nats;
+pub mod runtime;
+pub mod store;

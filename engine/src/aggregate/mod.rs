@@ -125,3 +125,12 @@ impl Aggregate {
         Ok(())
     }
 }
+
+impl Aggregate {
+    /// Whether the `apply` of `event_type` reads `meta`, whose `seq` is only known once stored.
+    pub fn apply_uses_meta(&self, event_type: &str) -> bool {
+        self.events
+            .get(event_type)
+            .is_some_and(|d| d.apply.uses("meta"))
+    }
+}

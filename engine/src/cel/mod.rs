@@ -90,6 +90,11 @@ impl Expr {
         })
     }
 
+    /// Whether the expression reads the variable `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.program.references().has_variable(name)
+    }
+
     /// The source text as written in the config.
     pub fn source(&self) -> &str {
         &self.source

@@ -1,0 +1,189 @@
+//! The bounded in-memory cache of aggregate states, and the replies of recent command ids.
+//!
+//! Each aggregate has one entry behind an async mutex, so commands on one aggregate are decided one at a
+//! time in this engine (no self-inflicted conflicts), while other engines are kept honest by the expected
+//! sequence on every append.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value as Json};
+
+use super::reply::{Reply, ReplyEvent, Success};
+use crate::aggregate::{Aggregate, EventMeta};
+use crate::envelope::StoredEvent;
+
+/// What the engine knows of one aggregate instance.
+pub struct Entry {
+    /// False until loaded from the stream, and again after an append whose outcome is unknown.
+    pub loaded: bool,
+    pub state: Map<String, Json>,
+    pub version: u64,
+    /// Stream sequence of the last event (0: none).
+    pub last_seq: u64,
+    recent: VecDeque<(DateTime<Utc>, String)>,
+    replies: HashMap<String, Arc<Reply>>,
+}
+
+impl Entry {
+    fn new(initial: &Map<String, Json>) -> Self {
+        Entry {
+            loaded: false,
+            state: initial.clone(),
+            version: 0,
+            last_seq: 0,
+            recent: VecDeque::new(),
+            replies: HashMap::new(),
+        }
+    }
+
+    /// The reply first given to `command_id`, if within the window.
+    pub fn reply_for(&self, command_id: &str) -> Option<Arc<Reply>> {
+        self.replies.get(command_id).cloned()
+    }
+
+    /// Remembers the reply to `command_id`, forgetting replies older than `window`.
+    pub fn remember(
+        &mut self,
+        command_id: &str,
+        at: DateTime<Utc>,
+        reply: Arc<Reply>,
+        window: Duration,
+    ) {
+        while let Some((t, id)) = self.recent.front() {
+            if at - *t <= window {
+                break;
+            }
+            self.replies.remove(id);
+            self.recent.pop_front();
+        }
+        if self.replies.insert(command_id.to_string(), reply).is_none() {
+            self.recent.push_back((at, command_id.to_string()));
+        }
+    }
+
+    /// Resets to the initial state, to be loaded again from the stream.
+    pub fn reset(&mut self, initial: &Map<String, Json>) {
+        *self = Entry::new(initial);
+    }
+
+    /// Folds events read from the stream into the state, and rebuilds the replies of the commands that
+    /// appended them within `window`, so a repeated command id is answered even after a restart or by
+    /// another engine.
+    pub fn fold(
+        &mut self,
+        aggregate: &Aggregate,
+        events: &[StoredEvent],
+        window: Duration,
+    ) -> Result<(), crate::cel::Error> {
+        let now = Utc::now();
+        let mut pending: Option<Pending> = None;
+        for event in events {
+            if event.seq <= self.last_seq {
+                continue;
+            }
+            let meta = EventMeta {
+                aggregate: event.aggregate.clone(),
+                id: event.id.clone(),
+                version: event.version,
+                seq: event.seq,
+                event_type: event.event_type.clone(),
+                command_id: event.command_id.clone(),
+                correlation_id: event.correlation_id.clone(),
+                causation_id: event.causation_id.clone(),
+                time: event.time,
+            };
+            aggregate.apply(&mut self.state, &event.data, &meta)?;
+            self.version = event.version;
+            self.last_seq = event.seq;
+            if now - event.time > window || event.command_id.is_empty() {
+                continue;
+            }
+            let reply_event = ReplyEvent {
+                event_type: event.event_type.clone(),
+                seq: event.seq,
+                data: event.data.clone(),
+            };
+            match &mut pending {
+                Some(p) if p.command_id == event.command_id => {
+                    p.events.push(reply_event);
+                    p.version = event.version;
+                }
+                _ => {
+                    self.finish_pending(aggregate, &event.id, pending.take(), window);
+                    pending = Some(Pending {
+                        command_id: event.command_id.clone(),
+                        at: event.time,
+                        version: event.version,
+                        events: vec![reply_event],
+                    });
+                }
+            }
+        }
+        let id = events.last().map(|e| e.id.clone()).unwrap_or_default();
+        self.finish_pending(aggregate, &id, pending, window);
+        self.loaded = true;
+        Ok(())
+    }
+
+    fn finish_pending(
+        &mut self,
+        aggregate: &Aggregate,
+        id: &str,
+        pending: Option<Pending>,
+        window: Duration,
+    ) {
+        let Some(p) = pending else { return };
+        let seq = p.events.last().map(|e| e.seq).unwrap_or(self.last_seq);
+        let success = Success {
+            ok: true,
+            aggregate: aggregate.name.clone(),
+            id: id.to_string(),
+            version: p.version,
+            seq,
+            events: p.events,
+        };
+        self.remember(
+            &p.command_id,
+            p.at,
+            Arc::new(Reply::success(&success)),
+            window,
+        );
+    }
+}
+
+/// The events of one command met while folding, to rebuild its reply.
+struct Pending {
+    command_id: String,
+    at: DateTime<Utc>,
+    version: u64,
+    events: Vec<ReplyEvent>,
+}
+
+/// A bounded map from (aggregate, id) to its entry.
+pub struct Cache {
+    entries: Mutex<lru::LruCache<(String, String), Arc<tokio::sync::Mutex<Entry>>>>,
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Self {
+        let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
+        Self {
+            entries: Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+
+    /// The entry of an aggregate instance, created (unloaded) if absent.
+    pub fn entry(&self, aggregate: &Aggregate, id: &str) -> Arc<tokio::sync::Mutex<Entry>> {
+        let mut entries = self.entries.lock().expect("cache lock");
+        let key = (aggregate.name.clone(), id.to_string());
+        if let Some(entry) = entries.get(&key) {
+            return entry.clone();
+        }
+        let entry = Arc::new(tokio::sync::Mutex::new(Entry::new(&aggregate.initial)));
+        entries.put(key, entry.clone());
+        entry
+    }
+}

@@ -1,0 +1,271 @@
+//! Executing one command: validate, load, decide, append optimistically, retry on conflict.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::Value as Json;
+
+use super::cache::Entry;
+use super::reply::{ErrorCode, Failure, Reply, ReplyEvent, Success};
+use super::CommandService;
+use crate::aggregate::{input, Aggregate, CommandMeta, DecideError, EventMeta};
+use crate::envelope::OutgoingEvent;
+use crate::store::{self, Appended};
+
+/// How often a command is decided again after its append lost a race, before giving up.
+const MAX_ATTEMPTS: usize = 16;
+
+/// What travels with a command besides its body (the optional request headers).
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    /// Idempotency key; a fresh id when absent.
+    pub command_id: Option<String>,
+    /// The version the caller expects the aggregate to be at.
+    pub expected_version: Option<u64>,
+    /// The business process this command belongs to; defaults to the command id.
+    pub correlation_id: Option<String>,
+    /// What caused this command (an event, another command); defaults to the command id.
+    pub causation_id: Option<String>,
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure::new(code, message)
+}
+
+fn store_failure(e: store::Error) -> Failure {
+    match e {
+        store::Error::Unavailable(m) => fail(ErrorCode::Unavailable, m),
+        other => fail(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+impl CommandService {
+    /// Executes `<aggregate>.<command>` with a JSON `body` and returns the reply.
+    pub async fn execute(
+        &self,
+        aggregate: &str,
+        command: &str,
+        body: &[u8],
+        ctx: CommandContext,
+    ) -> Arc<Reply> {
+        match self.try_execute(aggregate, command, body, ctx).await {
+            Ok(reply) => reply,
+            Err(failure) => Arc::new(Reply::failure(failure)),
+        }
+    }
+
+    async fn try_execute(
+        &self,
+        aggregate_name: &str,
+        command_name: &str,
+        body: &[u8],
+        ctx: CommandContext,
+    ) -> Result<Arc<Reply>, Failure> {
+        let aggregate = self.aggregates.get(aggregate_name).ok_or_else(|| {
+            fail(
+                ErrorCode::NotFound,
+                format!("no aggregate `{aggregate_name}`"),
+            )
+        })?;
+        let command = aggregate.commands.get(command_name).ok_or_else(|| {
+            fail(
+                ErrorCode::NotFound,
+                format!("aggregate `{aggregate_name}` has no command `{command_name}`"),
+            )
+        })?;
+        let body: Json = serde_json::from_slice(body)
+            .map_err(|e| fail(ErrorCode::Invalid, format!("the body is not JSON: {e}")))?;
+        let Json::Object(mut body) = body else {
+            return Err(fail(ErrorCode::Invalid, "the body must be a JSON object"));
+        };
+        let id =
+            input::validate(&command.input, &mut body).map_err(|m| fail(ErrorCode::Invalid, m))?;
+        let command_id = ctx
+            .command_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let correlation_id = ctx
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone());
+        let causation_id = ctx
+            .causation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone());
+
+        let slot = self.cache.entry(aggregate, &id);
+        let mut entry = slot.lock().await;
+        if !entry.loaded {
+            self.catch_up(aggregate, &id, &mut entry).await?;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(reply) = entry.reply_for(&command_id) {
+                return Ok(reply);
+            }
+            if let Some(expected) = ctx.expected_version {
+                if expected != entry.version {
+                    return Err(fail(
+                        ErrorCode::Conflict,
+                        format!("expected version {expected}, but {aggregate_name} {id} is at version {}", entry.version),
+                    ));
+                }
+            }
+            let now = Utc::now();
+            let meta = CommandMeta {
+                aggregate: aggregate.name.clone(),
+                id: id.clone(),
+                version: entry.version,
+                command_id: command_id.clone(),
+                correlation_id: correlation_id.clone(),
+                time: now,
+            };
+            let decided = match aggregate.decide(command, &entry.state, &body, &meta) {
+                Ok(events) => events,
+                Err(DecideError::Rejected(message)) => {
+                    let reply = Arc::new(Reply::failure(fail(ErrorCode::Rejected, message)));
+                    entry.remember(&command_id, now, reply.clone(), self.window);
+                    return Ok(reply);
+                }
+                Err(DecideError::Eval(e)) => return Err(fail(ErrorCode::Internal, e.to_string())),
+            };
+            if decided.is_empty() {
+                let success = Success {
+                    ok: true,
+                    aggregate: aggregate.name.clone(),
+                    id: id.clone(),
+                    version: entry.version,
+                    seq: entry.last_seq,
+                    events: Vec::new(),
+                };
+                let reply = Arc::new(Reply::success(&success));
+                entry.remember(&command_id, now, reply.clone(), self.window);
+                return Ok(reply);
+            }
+            let outgoing: Vec<OutgoingEvent> = decided
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| OutgoingEvent {
+                    event_type: e.event_type,
+                    version: entry.version + i as u64 + 1,
+                    time: now,
+                    command_id: command_id.clone(),
+                    correlation_id: correlation_id.clone(),
+                    causation_id: causation_id.clone(),
+                    msg_id: format!("{aggregate_name}:{id}:{command_id}:{i}"),
+                    data: e.data,
+                })
+                .collect();
+            // Apply before appending, so an `apply` that fails rejects the command instead of storing an
+            // event the aggregate cannot fold.
+            let provisional = next_state(aggregate, &entry, &id, &outgoing, entry.last_seq + 1)?;
+            match self
+                .store
+                .append(aggregate_name, &id, entry.last_seq, &outgoing)
+                .await
+            {
+                Ok(Appended::Stored { last_seq }) => {
+                    let first_seq = last_seq + 1 - outgoing.len() as u64;
+                    let state = if outgoing
+                        .iter()
+                        .any(|e| aggregate.apply_uses_meta(&e.event_type))
+                    {
+                        next_state(aggregate, &entry, &id, &outgoing, first_seq)?
+                    } else {
+                        provisional
+                    };
+                    entry.state = state;
+                    entry.version += outgoing.len() as u64;
+                    entry.last_seq = last_seq;
+                    let success = Success {
+                        ok: true,
+                        aggregate: aggregate.name.clone(),
+                        id: id.clone(),
+                        version: entry.version,
+                        seq: last_seq,
+                        events: outgoing
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, e)| ReplyEvent {
+                                event_type: e.event_type,
+                                seq: first_seq + i as u64,
+                                data: e.data,
+                            })
+                            .collect(),
+                    };
+                    let reply = Arc::new(Reply::success(&success));
+                    entry.remember(&command_id, now, reply.clone(), self.window);
+                    return Ok(reply);
+                }
+                Ok(Appended::Conflict | Appended::Duplicate) => {
+                    self.catch_up(aggregate, &id, &mut entry).await?;
+                }
+                Err(e) => {
+                    // The append may or may not have been stored: forget what we know and reload next time.
+                    entry.reset(&aggregate.initial);
+                    return Err(store_failure(e));
+                }
+            }
+        }
+        Err(fail(
+            ErrorCode::Unavailable,
+            format!(
+                "{aggregate_name} {id} changed under {MAX_ATTEMPTS} attempts in a row; try again"
+            ),
+        ))
+    }
+
+    /// Reads the events after the entry's last sequence and folds them in.
+    async fn catch_up(
+        &self,
+        aggregate: &Aggregate,
+        id: &str,
+        entry: &mut Entry,
+    ) -> Result<(), Failure> {
+        let events = self
+            .store
+            .load(&aggregate.name, id, entry.last_seq + 1)
+            .await
+            .map_err(store_failure)?;
+        entry.fold(aggregate, &events, self.window).map_err(|e| {
+            entry.reset(&aggregate.initial);
+            fail(
+                ErrorCode::Internal,
+                format!("cannot rebuild {} {id}: {e}", aggregate.name),
+            )
+        })
+    }
+}
+
+/// The state after `events`, numbered from `first_seq`.
+fn next_state(
+    aggregate: &Aggregate,
+    entry: &Entry,
+    id: &str,
+    events: &[OutgoingEvent],
+    first_seq: u64,
+) -> Result<serde_json::Map<String, Json>, Failure> {
+    let mut state = entry.state.clone();
+    for (i, e) in events.iter().enumerate() {
+        let meta = EventMeta {
+            aggregate: aggregate.name.clone(),
+            id: id.to_string(),
+            version: e.version,
+            seq: first_seq + i as u64,
+            event_type: e.event_type.clone(),
+            command_id: e.command_id.clone(),
+            correlation_id: e.correlation_id.clone(),
+            causation_id: e.causation_id.clone(),
+            time: e.time,
+        };
+        aggregate
+            .apply(&mut state, &e.data, &meta)
+            .map_err(|err| fail(ErrorCode::Internal, err.to_string()))?;
+    }
+    Ok(state)
+}
+
+impl CommandService {
+    pub(super) fn window_of(secs: u64) -> Duration {
+        Duration::seconds(secs as i64)
+    }
+}

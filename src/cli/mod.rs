@@ -1,0 +1,105 @@
+//! The verbs of the command line.
+
+mod history;
+mod send;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use eddy_engine::config::Config;
+use eddy_engine::runtime::{self, Shutdown};
+
+pub use history::history;
+pub use send::{send, SendHeaders};
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Loads a config, or explains every error.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|errors| {
+        anyhow::anyhow!(
+            "{} has {} config error(s):\n{errors}",
+            path.display(),
+            errors.len()
+        )
+    })
+}
+
+/// `eddy validate`.
+pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(config) => {
+            let commands: usize = config.aggregates.values().map(|a| a.commands.len()).sum();
+            println!(
+                "{}: ok ({} aggregates, {commands} commands)",
+                path.display(),
+                config.aggregates.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            println!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `eddy run`: until SIGINT/SIGTERM (graceful), or a second one (immediate).
+pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let shutdown = Shutdown::new();
+    tokio::spawn(signals(shutdown.clone()));
+    runtime::run(config, shutdown)
+        .await
+        .context("eddy stopped with an error")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    for stage in [&shutdown.graceful, &shutdown.immediate] {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        stage.cancel();
+    }
+}
+
+/// The NATS URL of a running engine: `--server`, else the config's `nats.url`, else the embedded port.
+pub fn server_url(config: &Config, server: Option<String>) -> String {
+    server
+        .or_else(|| config.nats.url.clone())
+        .unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port))
+}
+
+/// The config when the file exists; defaults otherwise (client verbs work without one).
+pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {
+    if path.exists() {
+        load(path)
+    } else {
+        Ok(Config {
+            nats: Default::default(),
+            engine: Default::default(),
+            aggregates: Default::default(),
+            path: path.to_path_buf(),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! `eddy send <aggregate>.<command> '<json>'`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_nats::{HeaderMap, RequestErrorKind};
+use eddy_engine::envelope::headers;
+
+/// Optional command headers.
+pub struct SendHeaders {
+    pub command_id: Option<String>,
+    pub expected_version: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+pub async fn send(
+    config: &Path,
+    server: Option<String>,
+    target: &str,
+    body: &str,
+    h: SendHeaders,
+) -> anyhow::Result<ExitCode> {
+    let config = super::load_or_default(config)?;
+    let url = super::server_url(&config, server);
+    if target.split('.').count() != 2 {
+        bail!("`{target}` is not <aggregate>.<command>");
+    }
+    let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
+    let mut map = HeaderMap::new();
+    for (name, value) in [
+        (headers::COMMAND_ID, &h.command_id),
+        (headers::EXPECTED_VERSION, &h.expected_version),
+        (headers::CORRELATION_ID, &h.correlation_id),
+    ] {
+        if let Some(v) = value {
+            map.insert(name, v.as_str());
+        }
+    }
+    let subject = format!("{}.cmd.{target}", config.engine.api_prefix);
+    let request = async_nats::Request::new()
+        .headers(map)
+        .payload(body.to_string().into())
+        .timeout(Some(Duration::from_secs(10)));
+    let reply = client
+        .send_request(subject, request)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => {
+                anyhow::anyhow!("no eddy engine serves commands at {url}")
+            }
+            RequestErrorKind::TimedOut => anyhow::anyhow!("eddy at {url} did not reply within 10s"),
+            _ => anyhow::Error::new(e).context("sending the command"),
+        })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&reply.payload).context("the reply is not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    let ok = value.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
