@@ -78,37 +78,18 @@ enum Verb {
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.verb {
             Verb::Run(c) => cli::run(&c.config).await,
             Verb::Validate(c) => cli::validate(&c.config),
-            Verb::Send {
-                target,
-                body,
-                command_id,
-                expected_version,
-                correlation_id,
-                config,
-                server,
-            } => {
-                let headers = cli::SendHeaders {
-                    command_id,
-                    expected_version,
-                    correlation_id,
-                };
+            Verb::Send { target, body, command_id, expected_version, correlation_id, config, server } => {
+                let headers = cli::SendHeaders { command_id, expected_version, correlation_id };
                 cli::send(&config.config, server.server, &target, &body, headers).await
             }
-            Verb::History {
-                aggregate,
-                id,
-                at_version,
-                config,
-                server,
-            } => cli::history(&config.config, server.server, &aggregate, &id, at_version).await,
+            Verb::History { aggregate, id, at_version, config, server } => {
+                cli::history(&config.config, server.server, &aggregate, &id, at_version).await
+            }
             Verb::Bench(verb) => bench::run(verb).await,
         }
     });

@@ -68,45 +68,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl StoredEvent {
     /// Reads an event from a stream message.
-    pub fn from_parts(
-        seq: u64,
-        subject: &str,
-        headers: Option<&HeaderMap>,
-        payload: &[u8],
-    ) -> Result<Self> {
-        let (aggregate, id) = parse_subject(subject).ok_or_else(|| Error::Subject {
-            seq,
-            subject: subject.to_string(),
-        })?;
-        let get = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
-        let event_type = get(headers::EVENT_TYPE).ok_or(Error::Header {
-            seq,
-            header: headers::EVENT_TYPE,
-        })?;
+    pub fn from_parts(seq: u64, subject: &str, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Self> {
+        let (aggregate, id) =
+            parse_subject(subject).ok_or_else(|| Error::Subject { seq, subject: subject.to_string() })?;
+        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        let event_type = get(headers::EVENT_TYPE).ok_or(Error::Header { seq, header: headers::EVENT_TYPE })?;
         let version = get(headers::VERSION)
             .and_then(|v| v.parse().ok())
-            .ok_or(Error::Header {
-                seq,
-                header: headers::VERSION,
-            })?;
+            .ok_or(Error::Header { seq, header: headers::VERSION })?;
         let time = get(headers::TIME)
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc))
-            .ok_or(Error::Header {
-                seq,
-                header: headers::TIME,
-            })?;
+            .ok_or(Error::Header { seq, header: headers::TIME })?;
         let data = if payload.is_empty() {
             Json::Object(Default::default())
         } else {
-            serde_json::from_slice(payload).map_err(|e| Error::Payload {
-                seq,
-                message: e.to_string(),
-            })?
+            serde_json::from_slice(payload).map_err(|e| Error::Payload { seq, message: e.to_string() })?
         };
         Ok(StoredEvent {
             seq,
@@ -158,10 +135,7 @@ mod tests {
 
     #[test]
     fn subjects_round_trip() {
-        assert_eq!(
-            parse_subject(&subject("account", "a1")),
-            Some(("account", "a1"))
-        );
+        assert_eq!(parse_subject(&subject("account", "a1")), Some(("account", "a1")));
         assert_eq!(parse_subject("events.account"), None);
         assert_eq!(parse_subject("other.account.a1"), None);
     }
@@ -179,8 +153,7 @@ mod tests {
             data: serde_json::json!({"amount": 5}),
         };
         let payload = serde_json::to_vec(&out.data).unwrap();
-        let read = StoredEvent::from_parts(7, "events.account.a1", Some(&out.headers()), &payload)
-            .unwrap();
+        let read = StoredEvent::from_parts(7, "events.account.a1", Some(&out.headers()), &payload).unwrap();
         assert_eq!(read.version, 3);
         assert_eq!(read.event_type, "MoneyDeposited");
         assert_eq!(read.data, out.data);

@@ -86,27 +86,14 @@ impl Engine {
             .map_err(|e| Error::Service(e.to_string()))?;
         let commands = Arc::new(CommandService::new(config, store.clone()));
         let stop = CancellationToken::new();
-        let endpoint = command::endpoint(&service, &config.engine.api_prefix)
-            .await
-            .map_err(|e| Error::Service(e.to_string()))?;
+        let endpoint =
+            command::endpoint(&service, &config.engine.api_prefix).await.map_err(|e| Error::Service(e.to_string()))?;
         let prefix = config.engine.api_prefix.clone();
         let cmds = commands.clone();
         let token = stop.clone();
-        let tasks = vec![tokio::spawn(async move {
-            command::serve(endpoint, &prefix, cmds, token).await
-        })];
+        let tasks = vec![tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await })];
         tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), "eddy is serving commands");
-        Ok(Engine {
-            config: config.clone(),
-            client,
-            store,
-            service,
-            commands,
-            url,
-            stop,
-            tasks,
-            server,
-        })
+        Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
     }
 
     /// The NATS URL the engine uses.

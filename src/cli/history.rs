@@ -17,28 +17,20 @@ pub async fn history(
     at_version: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load(config)?;
-    let def = config.aggregates.get(aggregate).ok_or_else(|| {
-        anyhow!(
-            "{} defines no aggregate `{aggregate}`",
-            config.path.display()
-        )
-    })?;
+    let def = config
+        .aggregates
+        .get(aggregate)
+        .ok_or_else(|| anyhow!("{} defines no aggregate `{aggregate}`", config.path.display()))?;
     let url = super::server_url(&config, server);
     let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
     let store = EventStore::attach(client, &config.engine);
-    let events = store
-        .load(aggregate, id, 1)
-        .await
-        .context("reading the stream")?;
+    let events = store.load(aggregate, id, 1).await.context("reading the stream")?;
     if events.is_empty() {
         println!("{aggregate} {id} has no events");
         return Ok(ExitCode::FAILURE);
     }
     let mut state = def.initial.clone();
-    for event in events
-        .iter()
-        .take_while(|e| at_version.is_none_or(|v| e.version <= v))
-    {
+    for event in events.iter().take_while(|e| at_version.is_none_or(|v| e.version <= v)) {
         let meta = EventMeta {
             aggregate: event.aggregate.clone(),
             id: event.id.clone(),
@@ -50,8 +42,7 @@ pub async fn history(
             causation_id: event.causation_id.clone(),
             time: event.time,
         };
-        def.apply(&mut state, &event.data, &meta)
-            .with_context(|| format!("applying seq {}", event.seq))?;
+        def.apply(&mut state, &event.data, &meta).with_context(|| format!("applying seq {}", event.seq))?;
         if at_version.is_none() {
             println!(
                 "seq {:<8} v{:<5} {}  {:<20} {}\n    state: {}",
@@ -66,14 +57,8 @@ pub async fn history(
     }
     if let Some(v) = at_version {
         let reached = events.iter().filter(|e| e.version <= v).count();
-        println!(
-            "{aggregate} {id} at version {} ({reached} events)",
-            v.min(reached as u64)
-        );
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::Value::Object(state))?
-        );
+        println!("{aggregate} {id} at version {} ({reached} events)", v.min(reached as u64));
+        println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(state))?);
     }
     Ok(ExitCode::SUCCESS)
 }

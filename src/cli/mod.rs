@@ -17,21 +17,13 @@ pub use send::{send, SendHeaders};
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Loads a config, or explains every error.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|errors| {
-        anyhow::anyhow!(
-            "{} has {} config error(s):\n{errors}",
-            path.display(),
-            errors.len()
-        )
-    })
+    Config::load(path)
+        .map_err(|errors| anyhow::anyhow!("{} has {} config error(s):\n{errors}", path.display(), errors.len()))
 }
 
 /// `eddy validate`.
@@ -39,11 +31,7 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     match Config::load(path) {
         Ok(config) => {
             let commands: usize = config.aggregates.values().map(|a| a.commands.len()).sum();
-            println!(
-                "{}: ok ({} aggregates, {commands} commands)",
-                path.display(),
-                config.aggregates.len()
-            );
+            println!("{}: ok ({} aggregates, {commands} commands)", path.display(), config.aggregates.len());
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -59,18 +47,13 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     let shutdown = Shutdown::new();
     tokio::spawn(signals(shutdown.clone()));
-    runtime::run(config, shutdown)
-        .await
-        .context("eddy stopped with an error")?;
+    runtime::run(config, shutdown).await.context("eddy stopped with an error")?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn signals(shutdown: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         tracing::error!("cannot listen for signals");
         return;
     };
@@ -85,9 +68,7 @@ async fn signals(shutdown: Shutdown) {
 
 /// The NATS URL of a running engine: `--server`, else the config's `nats.url`, else the embedded port.
 pub fn server_url(config: &Config, server: Option<String>) -> String {
-    server
-        .or_else(|| config.nats.url.clone())
-        .unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port))
+    server.or_else(|| config.nats.url.clone()).unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port))
 }
 
 /// The config when the file exists; defaults otherwise (client verbs work without one).

@@ -39,27 +39,17 @@ pub async fn send(
         }
     }
     let subject = format!("{}.cmd.{target}", config.engine.api_prefix);
-    let request = async_nats::Request::new()
-        .headers(map)
-        .payload(body.to_string().into())
-        .timeout(Some(Duration::from_secs(10)));
-    let reply = client
-        .send_request(subject, request)
-        .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => {
-                anyhow::anyhow!("no eddy engine serves commands at {url}")
-            }
-            RequestErrorKind::TimedOut => anyhow::anyhow!("eddy at {url} did not reply within 10s"),
-            _ => anyhow::Error::new(e).context("sending the command"),
-        })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&reply.payload).context("the reply is not JSON")?;
+    let request =
+        async_nats::Request::new().headers(map).payload(body.to_string().into()).timeout(Some(Duration::from_secs(10)));
+    let reply = client.send_request(subject, request).await.map_err(|e| match e.kind() {
+        RequestErrorKind::NoResponders => {
+            anyhow::anyhow!("no eddy engine serves commands at {url}")
+        }
+        RequestErrorKind::TimedOut => anyhow::anyhow!("eddy at {url} did not reply within 10s"),
+        _ => anyhow::Error::new(e).context("sending the command"),
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&reply.payload).context("the reply is not JSON")?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     let ok = value.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -82,18 +82,10 @@ impl Aggregate {
     pub fn load(source: &Source, name: &str, errors: &mut ConfigErrors) -> Option<Aggregate> {
         let key = format!("aggregates.{name}");
         if !is_token(name) {
-            errors.push(
-                source.file_of(&key),
-                &key,
-                "the name must be letters, digits, `_` or `-`",
-            );
+            errors.push(source.file_of(&key), &key, "the name must be letters, digits, `_` or `-`");
         }
         let toml: AggregateToml = source.extract(&key, errors)?;
-        let mut ctx = Ctx {
-            source,
-            errors,
-            ok: true,
-        };
+        let mut ctx = Ctx { source, errors, ok: true };
 
         let mut events = BTreeMap::new();
         for (event, value) in &toml.events {
@@ -134,12 +126,8 @@ impl Aggregate {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, r)| {
-                    let check =
-                        ctx.expr(&format!("{key}.rules[{i}].check"), &r.check, COMMAND_VARS)?;
-                    Some(Rule {
-                        check,
-                        error: r.error.clone(),
-                    })
+                    let check = ctx.expr(&format!("{key}.rules[{i}].check"), &r.check, COMMAND_VARS)?;
+                    Some(Rule { check, error: r.error.clone() })
                 })
                 .collect();
             let mut emit = Vec::new();
@@ -148,12 +136,7 @@ impl Aggregate {
                 if !toml.events.contains_key(&e.event) {
                     ctx.error(
                         &format!("{at}.event"),
-                        &format!(
-                            "emits `{}`, which has no `[{}.events.{}]` apply",
-                            e.event,
-                            key_of(name),
-                            e.event
-                        ),
+                        &format!("emits `{}`, which has no `[{}.events.{}]` apply", e.event, key_of(name), e.event),
                     );
                 }
                 let data = ctx.expr(&format!("{at}.data"), &e.data, COMMAND_VARS);
@@ -163,30 +146,13 @@ impl Aggregate {
                     None => Some(None),
                 };
                 if let (Some(data), Some(when)) = (data, when) {
-                    emit.push(Emit {
-                        event: e.event.clone(),
-                        data,
-                        when,
-                    });
+                    emit.push(Emit { event: e.event.clone(), data, when });
                 }
             }
-            commands.insert(
-                command.clone(),
-                Command {
-                    name: command.clone(),
-                    input,
-                    rules,
-                    emit,
-                },
-            );
+            commands.insert(command.clone(), Command { name: command.clone(), input, rules, emit });
         }
         let ok = ctx.ok;
-        ok.then(|| Aggregate {
-            name: name.to_string(),
-            initial: toml.initial,
-            commands,
-            events,
-        })
+        ok.then(|| Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
     }
 }
 
@@ -208,10 +174,10 @@ impl Ctx<'_> {
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Value) -> Option<T> {
-        match from_value::<T>(value) {
+        match from_value::<T>(key, value) {
             Ok(v) => Some(v),
-            Err(message) => {
-                self.error(key, &message);
+            Err((key, message)) => {
+                self.error(&key, &message);
                 None
             }
         }
@@ -255,10 +221,6 @@ impl Field {
         let ty = FieldType::parse(base).ok_or_else(|| {
             format!("unknown type `{ty}` (expected string, int, double, bool, list, map or any, with an optional trailing `?`)")
         })?;
-        Ok(Field {
-            name: name.to_string(),
-            ty,
-            optional,
-        })
+        Ok(Field { name: name.to_string(), ty, optional })
     }
 }

@@ -52,10 +52,7 @@ impl FieldType {
 
 /// Whether `id` is a valid aggregate id: `^[A-Za-z0-9_-]{1,128}$`.
 pub fn valid_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Checks `body` against `fields`: `id` plus the declared fields, each of its type; nothing else.
@@ -64,22 +61,12 @@ pub fn validate(fields: &[Field], body: &mut Map<String, Json>) -> Result<String
     let id = match body.get("id") {
         Some(Json::String(id)) if valid_id(id) => id.clone(),
         Some(Json::String(id)) => {
-            return Err(format!(
-                "field `id`: `{id}` is not a valid id (1 to 128 of A-Z a-z 0-9 _ -)"
-            ))
+            return Err(format!("field `id`: `{id}` is not a valid id (1 to 128 of A-Z a-z 0-9 _ -)"))
         }
-        Some(other) => {
-            return Err(format!(
-                "field `id`: expected string, got {}",
-                json_type_name(other)
-            ))
-        }
+        Some(other) => return Err(format!("field `id`: expected string, got {}", json_type_name(other))),
         None => return Err("field `id` is required".into()),
     };
-    if let Some(unknown) = body
-        .keys()
-        .find(|k| *k != "id" && !fields.iter().any(|f| &f.name == *k))
-    {
+    if let Some(unknown) = body.keys().find(|k| *k != "id" && !fields.iter().any(|f| &f.name == *k)) {
         return Err(format!("field `{unknown}` is not an input of this command"));
     }
     for field in fields {
@@ -109,56 +96,29 @@ mod tests {
 
     fn fields() -> Vec<Field> {
         vec![
-            Field {
-                name: "amount".into(),
-                ty: FieldType::Int,
-                optional: false,
-            },
-            Field {
-                name: "note".into(),
-                ty: FieldType::String,
-                optional: true,
-            },
+            Field { name: "amount".into(), ty: FieldType::Int, optional: false },
+            Field { name: "note".into(), ty: FieldType::String, optional: true },
         ]
     }
 
     fn check(body: Json) -> Result<String, String> {
-        let Json::Object(mut map) = body else {
-            panic!()
-        };
+        let Json::Object(mut map) = body else { panic!() };
         validate(&fields(), &mut map)
     }
 
     #[test]
     fn accepts_valid_input() {
         assert_eq!(check(json!({"id": "a1", "amount": 5})).unwrap(), "a1");
-        assert_eq!(
-            check(json!({"id": "a1", "amount": 5, "note": null})).unwrap(),
-            "a1"
-        );
+        assert_eq!(check(json!({"id": "a1", "amount": 5, "note": null})).unwrap(), "a1");
     }
 
     #[test]
     fn names_the_offending_field() {
-        assert_eq!(
-            check(json!({"amount": 5})).unwrap_err(),
-            "field `id` is required"
-        );
-        assert!(check(json!({"id": "a 1", "amount": 5}))
-            .unwrap_err()
-            .contains("not a valid id"));
-        assert_eq!(
-            check(json!({"id": "a1"})).unwrap_err(),
-            "field `amount` is required"
-        );
-        assert_eq!(
-            check(json!({"id": "a1", "amount": "5"})).unwrap_err(),
-            "field `amount`: expected int, got string"
-        );
-        assert_eq!(
-            check(json!({"id": "a1", "amount": 1.5})).unwrap_err(),
-            "field `amount`: expected int, got double"
-        );
+        assert_eq!(check(json!({"amount": 5})).unwrap_err(), "field `id` is required");
+        assert!(check(json!({"id": "a 1", "amount": 5})).unwrap_err().contains("not a valid id"));
+        assert_eq!(check(json!({"id": "a1"})).unwrap_err(), "field `amount` is required");
+        assert_eq!(check(json!({"id": "a1", "amount": "5"})).unwrap_err(), "field `amount`: expected int, got string");
+        assert_eq!(check(json!({"id": "a1", "amount": 1.5})).unwrap_err(), "field `amount`: expected int, got double");
         assert_eq!(
             check(json!({"id": "a1", "amount": 5, "x": 1})).unwrap_err(),
             "field `x` is not an input of this command"

@@ -96,22 +96,14 @@ impl Aggregate {
                 }
             }
             let data = Json::Object(emit.data.eval_map(&vars)?);
-            events.push(NewEvent {
-                event_type: emit.event.clone(),
-                data,
-            });
+            events.push(NewEvent { event_type: emit.event.clone(), data });
         }
         Ok(events)
     }
 
     /// Folds one event into `state`. An event type this config does not know leaves the state as it is:
     /// the stream may hold types from other versions of the config.
-    pub fn apply(
-        &self,
-        state: &mut Map<String, Json>,
-        data: &Json,
-        meta: &EventMeta,
-    ) -> Result<(), cel::Error> {
+    pub fn apply(&self, state: &mut Map<String, Json>, data: &Json, meta: &EventMeta) -> Result<(), cel::Error> {
         let Some(def) = self.events.get(&meta.event_type) else {
             return Ok(());
         };
@@ -129,8 +121,6 @@ impl Aggregate {
 impl Aggregate {
     /// Whether the `apply` of `event_type` reads `meta`, whose `seq` is only known once stored.
     pub fn apply_uses_meta(&self, event_type: &str) -> bool {
-        self.events
-            .get(event_type)
-            .is_some_and(|d| d.apply.uses("meta"))
+        self.events.get(event_type).is_some_and(|d| d.apply.uses("meta"))
     }
 }

@@ -25,13 +25,9 @@ pub fn to_cel(value: &Json) -> Value {
         Json::String(s) => Value::String(Arc::new(s.clone())),
         Json::Array(items) => Value::List(Arc::new(items.iter().map(to_cel).collect())),
         Json::Object(map) => {
-            let entries: HashMap<Key, Value> = map
-                .iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
-                .collect();
-            Value::Map(Map {
-                map: Arc::new(entries),
-            })
+            let entries: HashMap<Key, Value> =
+                map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            Value::Map(Map { map: Arc::new(entries) })
         }
     }
 }
@@ -44,9 +40,9 @@ pub fn from_cel(value: &Value) -> Result<Json, String> {
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
         Value::UInt(u) => Json::from(*u),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .ok_or_else(|| format!("non-finite double {f}"))?,
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map(Json::Number).ok_or_else(|| format!("non-finite double {f}"))?
+        }
         Value::String(s) => Json::String(s.to_string()),
         Value::List(items) => Json::Array(items.iter().map(from_cel).collect::<Result<_, _>>()?),
         Value::Map(map) => {
@@ -62,9 +58,7 @@ pub fn from_cel(value: &Value) -> Result<Json, String> {
             }
             Json::Object(out)
         }
-        Value::Timestamp(ts) => {
-            Json::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        }
+        Value::Timestamp(ts) => Json::String(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
         other => other.json().map_err(|_| other.type_of().to_string())?,
     })
 }

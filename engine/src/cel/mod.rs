@@ -17,27 +17,16 @@ static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(cel::Conte
 pub enum Error {
     /// The source does not parse.
     #[error("syntax error at {line}:{column}: {message}")]
-    Syntax {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { line: usize, column: usize, message: String },
     /// The expression names a variable that is not available where it is used.
     #[error("unknown variable `{name}` (available: {available})")]
     UnknownVariable { name: String, available: String },
     /// Evaluation failed at run time.
     #[error("`{source_text}`: {message}")]
-    Runtime {
-        source_text: String,
-        message: String,
-    },
+    Runtime { source_text: String, message: String },
     /// The expression evaluated to a value of the wrong type.
     #[error("`{source_text}`: expected {expected}, got {got}")]
-    Type {
-        source_text: String,
-        expected: &'static str,
-        got: String,
-    },
+    Type { source_text: String, expected: &'static str, got: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,34 +49,17 @@ impl Expr {
     pub fn compile(source: &str, allowed: &[&str]) -> Result<Self> {
         let program = cel::Program::compile(source).map_err(|errors| {
             let first = errors.errors.first();
-            let (line, column) = first
-                .map(|e| position(source, e.pos.0.max(0) as usize, e.pos.1.max(0) as usize))
-                .unwrap_or((1, 1));
-            Error::Syntax {
-                line,
-                column,
-                message: first
-                    .map(|e| e.msg.clone())
-                    .unwrap_or_else(|| errors.to_string()),
-            }
+            let (line, column) =
+                first.map(|e| position(source, e.pos.0.max(0) as usize, e.pos.1.max(0) as usize)).unwrap_or((1, 1));
+            Error::Syntax { line, column, message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()) }
         })?;
         let references = program.references();
-        let mut unknown: Vec<&str> = references
-            .variables()
-            .into_iter()
-            .filter(|v| !allowed.contains(v))
-            .collect();
+        let mut unknown: Vec<&str> = references.variables().into_iter().filter(|v| !allowed.contains(v)).collect();
         unknown.sort_unstable();
         if let Some(name) = unknown.first() {
-            return Err(Error::UnknownVariable {
-                name: (*name).to_string(),
-                available: allowed.join(", "),
-            });
+            return Err(Error::UnknownVariable { name: (*name).to_string(), available: allowed.join(", ") });
         }
-        Ok(Self {
-            source: source.into(),
-            program: Arc::new(program),
-        })
+        Ok(Self { source: source.into(), program: Arc::new(program) })
     }
 
     /// Whether the expression reads the variable `name`.
@@ -106,10 +78,9 @@ impl Expr {
         for (name, value) in &vars.0 {
             scope.add_variable_from_value(*name, value.clone());
         }
-        self.program.execute(&scope).map_err(|e| Error::Runtime {
-            source_text: self.source.to_string(),
-            message: e.to_string(),
-        })
+        self.program
+            .execute(&scope)
+            .map_err(|e| Error::Runtime { source_text: self.source.to_string(), message: e.to_string() })
     }
 
     /// Evaluates to JSON.
@@ -145,16 +116,11 @@ impl Expr {
 
     /// Evaluates to a JSON object.
     pub fn eval_map(&self, vars: &Vars) -> Result<serde_json::Map<String, Json>> {
-        self.eval_map_or_null(vars)?
-            .ok_or_else(|| self.type_error("map", "null".to_string()))
+        self.eval_map_or_null(vars)?.ok_or_else(|| self.type_error("map", "null".to_string()))
     }
 
     fn type_error(&self, expected: &'static str, got: String) -> Error {
-        Error::Type {
-            source_text: self.source.to_string(),
-            expected,
-            got,
-        }
+        Error::Type { source_text: self.source.to_string(), expected, got }
     }
 }
 
@@ -213,14 +179,9 @@ mod tests {
 
     #[test]
     fn evaluates_maps_with_state_and_event() {
-        let expr = Expr::compile(
-            "{'balance': state.balance + event.amount}",
-            &["state", "event"],
-        )
-        .unwrap();
+        let expr = Expr::compile("{'balance': state.balance + event.amount}", &["state", "event"]).unwrap();
         let mut vars = Vars::new();
-        vars.set("state", &json!({"balance": 10}))
-            .set("event", &json!({"amount": 5}));
+        vars.set("state", &json!({"balance": 10})).set("event", &json!({"amount": 5}));
         assert_eq!(expr.eval(&vars).unwrap(), json!({"balance": 15}));
     }
 
@@ -233,10 +194,7 @@ mod tests {
     #[test]
     fn unknown_variables_are_rejected_at_compile_time() {
         let err = Expr::compile("stat.balance > 0", &["state", "cmd"]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown variable `stat` (available: state, cmd)"
-        );
+        assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd)");
     }
 
     #[test]

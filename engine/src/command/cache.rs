@@ -45,13 +45,7 @@ impl Entry {
     }
 
     /// Remembers the reply to `command_id`, forgetting replies older than `window`.
-    pub fn remember(
-        &mut self,
-        command_id: &str,
-        at: DateTime<Utc>,
-        reply: Arc<Reply>,
-        window: Duration,
-    ) {
+    pub fn remember(&mut self, command_id: &str, at: DateTime<Utc>, reply: Arc<Reply>, window: Duration) {
         while let Some((t, id)) = self.recent.front() {
             if at - *t <= window {
                 break;
@@ -101,11 +95,8 @@ impl Entry {
             if now - event.time > window || event.command_id.is_empty() {
                 continue;
             }
-            let reply_event = ReplyEvent {
-                event_type: event.event_type.clone(),
-                seq: event.seq,
-                data: event.data.clone(),
-            };
+            let reply_event =
+                ReplyEvent { event_type: event.event_type.clone(), seq: event.seq, data: event.data.clone() };
             match &mut pending {
                 Some(p) if p.command_id == event.command_id => {
                     p.events.push(reply_event);
@@ -128,13 +119,7 @@ impl Entry {
         Ok(())
     }
 
-    fn finish_pending(
-        &mut self,
-        aggregate: &Aggregate,
-        id: &str,
-        pending: Option<Pending>,
-        window: Duration,
-    ) {
+    fn finish_pending(&mut self, aggregate: &Aggregate, id: &str, pending: Option<Pending>, window: Duration) {
         let Some(p) = pending else { return };
         let seq = p.events.last().map(|e| e.seq).unwrap_or(self.last_seq);
         let success = Success {
@@ -145,12 +130,7 @@ impl Entry {
             seq,
             events: p.events,
         };
-        self.remember(
-            &p.command_id,
-            p.at,
-            Arc::new(Reply::success(&success)),
-            window,
-        );
+        self.remember(&p.command_id, p.at, Arc::new(Reply::success(&success)), window);
     }
 }
 
@@ -162,21 +142,22 @@ struct Pending {
     events: Vec<ReplyEvent>,
 }
 
+/// One aggregate instance's entry, locked while a command on it is decided.
+pub type Slot = Arc<tokio::sync::Mutex<Entry>>;
+
 /// A bounded map from (aggregate, id) to its entry.
 pub struct Cache {
-    entries: Mutex<lru::LruCache<(String, String), Arc<tokio::sync::Mutex<Entry>>>>,
+    entries: Mutex<lru::LruCache<(String, String), Slot>>,
 }
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("non-zero");
-        Self {
-            entries: Mutex::new(lru::LruCache::new(cap)),
-        }
+        Self { entries: Mutex::new(lru::LruCache::new(cap)) }
     }
 
     /// The entry of an aggregate instance, created (unloaded) if absent.
-    pub fn entry(&self, aggregate: &Aggregate, id: &str) -> Arc<tokio::sync::Mutex<Entry>> {
+    pub fn entry(&self, aggregate: &Aggregate, id: &str) -> Slot {
         let mut entries = self.entries.lock().expect("cache lock");
         let key = (aggregate.name.clone(), id.to_string());
         if let Some(entry) = entries.get(&key) {

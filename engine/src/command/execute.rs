@@ -41,13 +41,7 @@ fn store_failure(e: store::Error) -> Failure {
 
 impl CommandService {
     /// Executes `<aggregate>.<command>` with a JSON `body` and returns the reply.
-    pub async fn execute(
-        &self,
-        aggregate: &str,
-        command: &str,
-        body: &[u8],
-        ctx: CommandContext,
-    ) -> Arc<Reply> {
+    pub async fn execute(&self, aggregate: &str, command: &str, body: &[u8], ctx: CommandContext) -> Arc<Reply> {
         match self.try_execute(aggregate, command, body, ctx).await {
             Ok(reply) => reply,
             Err(failure) => Arc::new(Reply::failure(failure)),
@@ -61,37 +55,22 @@ impl CommandService {
         body: &[u8],
         ctx: CommandContext,
     ) -> Result<Arc<Reply>, Failure> {
-        let aggregate = self.aggregates.get(aggregate_name).ok_or_else(|| {
-            fail(
-                ErrorCode::NotFound,
-                format!("no aggregate `{aggregate_name}`"),
-            )
-        })?;
+        let aggregate = self
+            .aggregates
+            .get(aggregate_name)
+            .ok_or_else(|| fail(ErrorCode::NotFound, format!("no aggregate `{aggregate_name}`")))?;
         let command = aggregate.commands.get(command_name).ok_or_else(|| {
-            fail(
-                ErrorCode::NotFound,
-                format!("aggregate `{aggregate_name}` has no command `{command_name}`"),
-            )
+            fail(ErrorCode::NotFound, format!("aggregate `{aggregate_name}` has no command `{command_name}`"))
         })?;
-        let body: Json = serde_json::from_slice(body)
-            .map_err(|e| fail(ErrorCode::Invalid, format!("the body is not JSON: {e}")))?;
+        let body: Json =
+            serde_json::from_slice(body).map_err(|e| fail(ErrorCode::Invalid, format!("the body is not JSON: {e}")))?;
         let Json::Object(mut body) = body else {
             return Err(fail(ErrorCode::Invalid, "the body must be a JSON object"));
         };
-        let id =
-            input::validate(&command.input, &mut body).map_err(|m| fail(ErrorCode::Invalid, m))?;
-        let command_id = ctx
-            .command_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let correlation_id = ctx
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| command_id.clone());
-        let causation_id = ctx
-            .causation_id
-            .clone()
-            .unwrap_or_else(|| command_id.clone());
+        let id = input::validate(&command.input, &mut body).map_err(|m| fail(ErrorCode::Invalid, m))?;
+        let command_id = ctx.command_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let correlation_id = ctx.correlation_id.clone().unwrap_or_else(|| command_id.clone());
+        let causation_id = ctx.causation_id.clone().unwrap_or_else(|| command_id.clone());
 
         let slot = self.cache.entry(aggregate, &id);
         let mut entry = slot.lock().await;
@@ -106,7 +85,10 @@ impl CommandService {
                 if expected != entry.version {
                     return Err(fail(
                         ErrorCode::Conflict,
-                        format!("expected version {expected}, but {aggregate_name} {id} is at version {}", entry.version),
+                        format!(
+                            "expected version {expected}, but {aggregate_name} {id} is at version {}",
+                            entry.version
+                        ),
                     ));
                 }
             }
@@ -158,17 +140,10 @@ impl CommandService {
             // Apply before appending, so an `apply` that fails rejects the command instead of storing an
             // event the aggregate cannot fold.
             let provisional = next_state(aggregate, &entry, &id, &outgoing, entry.last_seq + 1)?;
-            match self
-                .store
-                .append(aggregate_name, &id, entry.last_seq, &outgoing)
-                .await
-            {
+            match self.store.append(aggregate_name, &id, entry.last_seq, &outgoing).await {
                 Ok(Appended::Stored { last_seq }) => {
                     let first_seq = last_seq + 1 - outgoing.len() as u64;
-                    let state = if outgoing
-                        .iter()
-                        .any(|e| aggregate.apply_uses_meta(&e.event_type))
-                    {
+                    let state = if outgoing.iter().any(|e| aggregate.apply_uses_meta(&e.event_type)) {
                         next_state(aggregate, &entry, &id, &outgoing, first_seq)?
                     } else {
                         provisional
@@ -208,30 +183,16 @@ impl CommandService {
         }
         Err(fail(
             ErrorCode::Unavailable,
-            format!(
-                "{aggregate_name} {id} changed under {MAX_ATTEMPTS} attempts in a row; try again"
-            ),
+            format!("{aggregate_name} {id} changed under {MAX_ATTEMPTS} attempts in a row; try again"),
         ))
     }
 
     /// Reads the events after the entry's last sequence and folds them in.
-    async fn catch_up(
-        &self,
-        aggregate: &Aggregate,
-        id: &str,
-        entry: &mut Entry,
-    ) -> Result<(), Failure> {
-        let events = self
-            .store
-            .load(&aggregate.name, id, entry.last_seq + 1)
-            .await
-            .map_err(store_failure)?;
+    async fn catch_up(&self, aggregate: &Aggregate, id: &str, entry: &mut Entry) -> Result<(), Failure> {
+        let events = self.store.load(&aggregate.name, id, entry.last_seq + 1).await.map_err(store_failure)?;
         entry.fold(aggregate, &events, self.window).map_err(|e| {
             entry.reset(&aggregate.initial);
-            fail(
-                ErrorCode::Internal,
-                format!("cannot rebuild {} {id}: {e}", aggregate.name),
-            )
+            fail(ErrorCode::Internal, format!("cannot rebuild {} {id}: {e}", aggregate.name))
         })
     }
 }
@@ -257,9 +218,7 @@ fn next_state(
             causation_id: e.causation_id.clone(),
             time: e.time,
         };
-        aggregate
-            .apply(&mut state, &e.data, &meta)
-            .map_err(|err| fail(ErrorCode::Internal, err.to_string()))?;
+        aggregate.apply(&mut state, &e.data, &meta).map_err(|err| fail(ErrorCode::Internal, err.to_string()))?;
     }
     Ok(state)
 }

@@ -51,20 +51,10 @@ impl CommandService {
 
 /// Reads the optional command headers; a malformed `Eddy-Expected-Version` is `invalid`.
 pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Failure> {
-    let get = |name: &str| {
-        h.and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| h.and_then(|h| h.get(name)).map(|v| v.as_str().to_string()).filter(|v| !v.is_empty());
     let expected_version = match get(headers::EXPECTED_VERSION) {
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            Failure::new(
-                ErrorCode::Invalid,
-                format!(
-                    "header {}: `{v}` is not a version",
-                    headers::EXPECTED_VERSION
-                ),
-            )
+            Failure::new(ErrorCode::Invalid, format!("header {}: `{v}` is not a version", headers::EXPECTED_VERSION))
         })?),
         None => None,
     };
@@ -78,11 +68,7 @@ pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Fai
 
 /// Adds the command endpoint to `service`; requests queue in NATS until [`serve`] reads them.
 pub async fn endpoint(service: &Service, api_prefix: &str) -> Result<Endpoint, async_nats::Error> {
-    service
-        .endpoint_builder()
-        .name("cmd")
-        .add(format!("{api_prefix}.cmd.>"))
-        .await
+    service.endpoint_builder().name("cmd").add(format!("{api_prefix}.cmd.>")).await
 }
 
 /// Serves commands from `endpoint` until `shutdown`, then waits for the commands in flight.
@@ -122,24 +108,15 @@ pub async fn serve(
 }
 
 async fn handle(commands: &CommandService, prefix: &str, msg: &async_nats::Message) -> Arc<Reply> {
-    let target = msg
-        .subject
-        .as_str()
-        .strip_prefix(prefix)
-        .unwrap_or_default();
-    let Some((aggregate, command)) = target.split_once('.').filter(|(_, c)| !c.contains('.'))
-    else {
+    let target = msg.subject.as_str().strip_prefix(prefix).unwrap_or_default();
+    let Some((aggregate, command)) = target.split_once('.').filter(|(_, c)| !c.contains('.')) else {
         return Arc::new(Reply::failure(Failure::new(
             ErrorCode::NotFound,
             format!("`{}` is not {prefix}<aggregate>.<command>", msg.subject),
         )));
     };
     match context_from_headers(msg.headers.as_ref()) {
-        Ok(ctx) => {
-            commands
-                .execute(aggregate, command, &msg.payload, ctx)
-                .await
-        }
+        Ok(ctx) => commands.execute(aggregate, command, &msg.payload, ctx).await,
         Err(failure) => Arc::new(Reply::failure(failure)),
     }
 }

@@ -52,10 +52,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -94,34 +91,19 @@ pub struct Reply {
 
 impl Reply {
     pub fn success(success: &Success) -> Self {
-        Self {
-            body: serde_json::to_vec(success)
-                .expect("replies serialize")
-                .into(),
-            error: None,
-        }
+        Self { body: serde_json::to_vec(success).expect("replies serialize").into(), error: None }
     }
 
     pub fn failure(failure: Failure) -> Self {
-        let body = serde_json::to_vec(&FailureBody {
-            ok: false,
-            error: &failure,
-        })
-        .expect("replies serialize");
-        Self {
-            body: body.into(),
-            error: Some(failure),
-        }
+        let body = serde_json::to_vec(&FailureBody { ok: false, error: &failure }).expect("replies serialize");
+        Self { body: body.into(), error: Some(failure) }
     }
 
     /// The micro-service error headers (empty on success).
     pub fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(f) = &self.error {
-            h.insert(
-                headers::SERVICE_ERROR_CODE,
-                f.code.status().to_string().as_str(),
-            );
+            h.insert(headers::SERVICE_ERROR_CODE, f.code.status().to_string().as_str());
             h.insert(headers::SERVICE_ERROR, f.message.as_str());
         }
         h

@@ -31,17 +31,8 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
-    pub fn push(
-        &mut self,
-        file: Option<String>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) {
-        self.0.push(ConfigError {
-            file,
-            key: key.into(),
-            message: message.into(),
-        });
+    pub fn push(&mut self, file: Option<String>, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { file, key: key.into(), message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {

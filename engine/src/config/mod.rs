@@ -123,12 +123,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let source = Source::load(path, &mut errors);
-        let nats = source
-            .extract::<NatsConfig>("nats", &mut errors)
-            .unwrap_or_default();
-        let engine = source
-            .extract::<EngineConfig>("engine", &mut errors)
-            .unwrap_or_default();
+        let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
+        let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
         validate_engine(&engine, &source, &mut errors);
         let mut aggregates = BTreeMap::new();
         for name in source.children("aggregates", &mut errors) {
@@ -139,20 +135,13 @@ impl Config {
         for key in source.top_level_keys() {
             match key.as_str() {
                 "nats" | "engine" | "aggregates" => {}
-                k if NOT_YET_SUPPORTED.contains(&k) => errors.push(
-                    source.file_of(k),
-                    k,
-                    "not supported yet: this version of eddy serves aggregates only",
-                ),
+                k if NOT_YET_SUPPORTED.contains(&k) => {
+                    errors.push(source.file_of(k), k, "not supported yet: this version of eddy serves aggregates only")
+                }
                 k => errors.push(source.file_of(k), k, "unknown section"),
             }
         }
-        errors.into_result(Config {
-            nats,
-            engine,
-            aggregates,
-            path: path.to_path_buf(),
-        })
+        errors.into_result(Config { nats, engine, aggregates, path: path.to_path_buf() })
     }
 }
 
@@ -162,36 +151,18 @@ fn validate_engine(engine: &EngineConfig, source: &Source, errors: &mut ConfigEr
             errors.push(source.file_of(key), key, message);
         }
     };
-    check(
-        is_token(&engine.stream),
-        "engine.stream",
-        "must be a stream name (letters, digits, `_`, `-`)",
-    );
+    check(is_token(&engine.stream), "engine.stream", "must be a stream name (letters, digits, `_`, `-`)");
     check(
         engine.api_prefix.split('.').all(is_token),
         "engine.api_prefix",
         "must be a subject prefix without wildcards",
     );
-    check(
-        (1..=5).contains(&engine.replicas),
-        "engine.replicas",
-        "must be between 1 and 5",
-    );
-    check(
-        engine.dedup_window_secs > 0,
-        "engine.dedup_window_secs",
-        "must be positive",
-    );
-    check(
-        engine.cache_size > 0,
-        "engine.cache_size",
-        "must be positive",
-    );
+    check((1..=5).contains(&engine.replicas), "engine.replicas", "must be between 1 and 5");
+    check(engine.dedup_window_secs > 0, "engine.dedup_window_secs", "must be positive");
+    check(engine.cache_size > 0, "engine.cache_size", "must be positive");
 }
 
 /// A name usable as one subject token.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

@@ -23,11 +23,8 @@ impl Source {
     /// Reads `path` (a file, or a directory whose `*.toml` files are read recursively in path order).
     /// Syntax errors and keys defined in two files are collected into `errors`.
     pub fn load(path: &Path, errors: &mut ConfigErrors) -> Source {
-        let root = if path.is_dir() {
-            path.to_path_buf()
-        } else {
-            path.parent().unwrap_or(Path::new("")).to_path_buf()
-        };
+        let root =
+            if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new("")).to_path_buf() };
         let files = match toml_files(path) {
             Ok(files) => files,
             Err(e) => {
@@ -54,13 +51,11 @@ impl Source {
                     collect_keys("", &table, &mut leaves);
                     for (key, is_table) in leaves {
                         match owners.get(&key) {
-                            Some((first, first_is_table)) if !(is_table && *first_is_table) => {
-                                errors.push(
-                                    Some(shown.clone()),
-                                    key.clone(),
-                                    format!("defined in both {first} and {shown}"),
-                                )
-                            }
+                            Some((first, first_is_table)) if !(is_table && *first_is_table) => errors.push(
+                                Some(shown.clone()),
+                                key.clone(),
+                                format!("defined in both {first} and {shown}"),
+                            ),
                             Some(_) => {}
                             None => {
                                 owners.insert(key, (shown.clone(), is_table));
@@ -69,18 +64,12 @@ impl Source {
                     }
                     figment = figment.merge(Toml::file_exact(file));
                 }
-                Err(e) => errors.push(
-                    Some(shown),
-                    "",
-                    format!("TOML syntax error: {}", one_line(&e.to_string())),
-                ),
+                Err(e) => errors.push(Some(shown), "", format!("TOML syntax error: {}", one_line(&e.to_string()))),
             }
         }
-        let env = Env::prefixed("EDDY_").split("__").filter(|key| {
-            !NON_CONFIG_ENV
-                .iter()
-                .any(|n| key.as_str().eq_ignore_ascii_case(n))
-        });
+        let env = Env::prefixed("EDDY_")
+            .split("__")
+            .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
         figment = figment.merge(env);
         Source { figment, root }
     }
@@ -111,16 +100,15 @@ impl Source {
             Ok(v) => Some(v),
             Err(err) => {
                 for e in err {
-                    let parts: Vec<&str> = key.split('.').collect();
-                    let has_prefix = e.path.len() >= parts.len()
-                        && e.path.iter().zip(&parts).all(|(a, b)| a == b);
-                    let full = if has_prefix || e.path.is_empty() && key.is_empty() {
-                        e.path.join(".")
-                    } else if e.path.is_empty() {
-                        key.to_string()
-                    } else {
-                        format!("{key}.{}", e.path.join("."))
-                    };
+                    // figment appends the extracted key after the inner path; keep only the inner part.
+                    let parts: Vec<&str> = key.split('.').filter(|p| !p.is_empty()).collect();
+                    let mut inner: &[String] = &e.path;
+                    if inner.len() >= parts.len()
+                        && inner[inner.len() - parts.len()..].iter().zip(&parts).all(|(a, b)| a == b)
+                    {
+                        inner = &inner[..inner.len() - parts.len()];
+                    }
+                    let full = join_key(key, inner);
                     let file = e
                         .metadata
                         .as_ref()
@@ -135,11 +123,16 @@ impl Source {
         }
     }
 
-    /// The file that defines `key`, relative to the config root, or `None` for env vars and defaults.
+    /// The file that defines `key` (or its nearest parent figment can name), relative to the config root;
+    /// `None` for env vars and defaults.
     pub fn file_of(&self, key: &str) -> Option<String> {
-        let meta = self.figment.find_metadata(key)?;
-        let path = meta.source.as_ref()?.file_path()?;
-        Some(display_path(&self.root, path))
+        let mut key = key.split('[').next().unwrap_or(key);
+        loop {
+            if let Some(path) = self.figment.find_metadata(key).and_then(|m| m.source.as_ref()?.file_path()) {
+                return Some(display_path(&self.root, path));
+            }
+            key = key.rsplit_once('.')?.0;
+        }
     }
 }
 
@@ -154,8 +147,7 @@ fn toml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let mut dirs = vec![path.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        let entries =
-            std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| e.to_string())?;
             let p = entry.path();
@@ -176,11 +168,7 @@ fn toml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
 /// Every key path of a table with whether it is a table itself, for the duplicate check.
 fn collect_keys(prefix: &str, table: &toml::Table, out: &mut Vec<(String, bool)>) {
     for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match v {
             toml::Value::Table(t) => {
                 out.push((key.clone(), true));
@@ -192,25 +180,31 @@ fn collect_keys(prefix: &str, table: &toml::Table, out: &mut Vec<(String, bool)>
 }
 
 fn display_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Deserializes a sub-value already extracted (e.g. one command of an aggregate).
-pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
-    value.deserialize::<T>().map_err(|e| {
-        let path = e.path.join(".");
-        let kind = one_line(&e.kind.to_string());
-        if path.is_empty() {
-            kind
+/// Joins a key and a path below it, writing list indices as `[n]`.
+fn join_key(key: &str, inner: &[String]) -> String {
+    let mut out = key.to_string();
+    for part in inner {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
         } else {
-            format!("{path}: {kind}")
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
         }
-    })
+    }
+    out
+}
+
+/// Deserializes a sub-value found below `key` (e.g. one command of an aggregate). On failure, the error's
+/// full key path and message.
+pub fn from_value<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, (String, String)> {
+    value.deserialize::<T>().map_err(|e| (join_key(key, &e.path), one_line(&e.kind.to_string())))
 }

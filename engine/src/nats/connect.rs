@@ -10,10 +10,7 @@ use crate::config::NatsConfig;
 /// Connects to `url` with the credentials in `config`. The first connection must succeed (so a wrong URL is
 /// reported at once); after that the client reconnects forever.
 pub async fn connect(url: &str, config: &NatsConfig, name: &str) -> Result<Client> {
-    let err = |message: String| Error::Connect {
-        url: url.to_string(),
-        message,
-    };
+    let err = |message: String| Error::Connect { url: url.to_string(), message };
     let mut options = ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -26,14 +23,10 @@ pub async fn connect(url: &str, config: &NatsConfig, name: &str) -> Result<Clien
         options = options.token(token.clone());
     }
     if let Some(creds) = &config.creds_file {
-        options = options
-            .credentials_file(creds)
-            .await
-            .map_err(|e| err(format!("creds_file: {e}")))?;
+        options = options.credentials_file(creds).await.map_err(|e| err(format!("creds_file: {e}")))?;
     }
     if let Some(seed_file) = &config.nkey_seed_file {
-        let seed =
-            std::fs::read_to_string(seed_file).map_err(|e| err(format!("nkey_seed_file: {e}")))?;
+        let seed = std::fs::read_to_string(seed_file).map_err(|e| err(format!("nkey_seed_file: {e}")))?;
         options = options.nkey(seed.trim().to_string());
     }
     if let Some(tls) = &config.tls {

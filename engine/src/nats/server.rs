@@ -20,10 +20,7 @@ pub fn locate_binary() -> Result<PathBuf> {
         if path.is_file() {
             return Ok(path);
         }
-        return Err(Error::Start(format!(
-            "EDDY_NATS_SERVER={} is not a file",
-            path.display()
-        )));
+        return Err(Error::Start(format!("EDDY_NATS_SERVER={} is not a file", path.display())));
     }
     let project_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for base in [PathBuf::from("."), project_root] {
@@ -40,9 +37,7 @@ pub fn locate_binary() -> Result<PathBuf> {
             }
         }
     }
-    Err(Error::NotInstalled {
-        local: LOCAL_INSTALL.to_string(),
-    })
+    Err(Error::NotInstalled { local: LOCAL_INSTALL.to_string() })
 }
 
 /// A running nats-server child process. Killed when dropped.
@@ -60,14 +55,7 @@ impl NatsServer {
         std::fs::create_dir_all(store_dir)
             .map_err(|e| Error::Start(format!("cannot create {}: {e}", store_dir.display())))?;
         let child = Command::new(binary)
-            .args([
-                "--jetstream",
-                "--addr",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--store_dir",
-            ])
+            .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port.to_string(), "--store_dir"])
             .arg(store_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -75,12 +63,7 @@ impl NatsServer {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Start(format!("cannot run {}: {e}", binary.display())))?;
-        let mut server = NatsServer {
-            child,
-            port,
-            binary: binary.to_path_buf(),
-            store_dir: store_dir.to_path_buf(),
-        };
+        let mut server = NatsServer { child, port, binary: binary.to_path_buf(), store_dir: store_dir.to_path_buf() };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -107,9 +90,7 @@ impl NatsServer {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let stderr = self.stderr_tail().await;
-                return Err(Error::Start(format!(
-                    "exited with {status} before it was ready: {stderr}"
-                )));
+                return Err(Error::Start(format!("exited with {status} before it was ready: {stderr}")));
             }
             if let Ok(client) = async_nats::connect(self.url()).await {
                 let js = async_nats::jetstream::new(client);
@@ -118,10 +99,7 @@ impl NatsServer {
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Start(format!(
-                    "not ready on port {} after 15s",
-                    self.port
-                )));
+                return Err(Error::Start(format!("not ready on port {} after 15s", self.port)));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
@@ -132,8 +110,7 @@ impl NatsServer {
         use tokio::io::AsyncReadExt;
         let mut out = String::new();
         if let Some(mut stderr) = self.child.stderr.take() {
-            let _read =
-                tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut out)).await;
+            let _read = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut out)).await;
         }
         out.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
     }
@@ -146,10 +123,7 @@ impl NatsServer {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
             tracing::warn!("nats-server did not stop within 10s; killing it");
             let _killed = self.child.kill().await;
         }

@@ -55,10 +55,7 @@ impl EventStore {
         for (i, event) in events.iter().enumerate() {
             let mut h: HeaderMap = event.headers();
             if i == 0 {
-                h.insert(
-                    headers::EXPECTED_LAST_SUBJECT_SEQ,
-                    expected_last_seq.to_string().as_str(),
-                );
+                h.insert(headers::EXPECTED_LAST_SUBJECT_SEQ, expected_last_seq.to_string().as_str());
             }
             let payload = serde_json::to_vec(&event.data).expect("JSON values serialize");
             if let Some(batch_id) = &batch_id {
@@ -79,28 +76,16 @@ impl EventStore {
         let Some((h, payload)) = last else {
             return Err(Error::JetStream("nothing to append".into()));
         };
-        let request = async_nats::Request::new()
-            .headers(h)
-            .payload(payload.into())
-            .timeout(Some(self.timeout));
-        let reply = self
-            .client
-            .send_request(subject, request)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::NoResponders => {
-                    Error::Unavailable(format!("no stream serves events.{aggregate}.{id}"))
-                }
-                _ => Error::Unavailable(e.to_string()),
-            })?;
+        let request = async_nats::Request::new().headers(h).payload(payload.into()).timeout(Some(self.timeout));
+        let reply = self.client.send_request(subject, request).await.map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => Error::Unavailable(format!("no stream serves events.{aggregate}.{id}")),
+            _ => Error::Unavailable(e.to_string()),
+        })?;
         let ack: PubAck = serde_json::from_slice(&reply.payload)
             .map_err(|e| Error::JetStream(format!("unreadable publish ack: {e}")))?;
         match ack.error {
             Some(err) if err.err_code == WRONG_LAST_SEQUENCE => Ok(Appended::Conflict),
-            Some(err) => Err(Error::JetStream(format!(
-                "{} (code {})",
-                err.description, err.err_code
-            ))),
+            Some(err) => Err(Error::JetStream(format!("{} (code {})", err.description, err.err_code))),
             None if ack.duplicate => Ok(Appended::Duplicate),
             None => Ok(Appended::Stored { last_seq: ack.seq }),
         }

@@ -26,20 +26,12 @@ impl EventStore {
     pub async fn load_subject(&self, subject: &str, from_seq: u64) -> Result<Vec<StoredEvent>> {
         let api = format!("$JS.API.DIRECT.GET.{}", self.stream);
         let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
         let mut events = Vec::new();
         let mut next = from_seq.max(1);
         loop {
-            let body = serde_json::to_vec(&DirectGet {
-                seq: next,
-                next_by_subj: subject,
-                batch: BATCH,
-            })
-            .expect("request serializes");
+            let body = serde_json::to_vec(&DirectGet { seq: next, next_by_subj: subject, batch: BATCH })
+                .expect("request serializes");
             self.client
                 .publish_with_reply(api.clone(), inbox.clone(), body.into())
                 .await
@@ -49,24 +41,12 @@ impl EventStore {
                     .await
                     .map_err(|_| Error::Unavailable(format!("direct get on {subject} timed out")))?
                     .ok_or_else(|| Error::Unavailable("subscription closed".into()))?;
-                let header = |name: &str| {
-                    msg.headers
-                        .as_ref()
-                        .and_then(|h| h.get(name))
-                        .map(|v| v.as_str().to_string())
-                };
+                let header =
+                    |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
                 match msg.status.map(|s| s.as_u16()) {
                     Some(404) => break 0,
-                    Some(204) => {
-                        break header("Nats-Num-Pending")
-                            .and_then(|v| v.parse::<u64>().ok())
-                            .unwrap_or(0)
-                    }
-                    Some(503) => {
-                        return Err(Error::Unavailable(format!(
-                            "direct get on {subject}: no responders"
-                        )))
-                    }
+                    Some(204) => break header("Nats-Num-Pending").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+                    Some(503) => return Err(Error::Unavailable(format!("direct get on {subject}: no responders"))),
                     Some(code) if code >= 300 => {
                         return Err(Error::JetStream(format!(
                             "direct get on {subject}: {code} {}",
@@ -77,16 +57,9 @@ impl EventStore {
                 }
                 let seq = header("Nats-Sequence")
                     .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        Error::JetStream("direct get reply without Nats-Sequence".into())
-                    })?;
+                    .ok_or_else(|| Error::JetStream("direct get reply without Nats-Sequence".into()))?;
                 let msg_subject = header("Nats-Subject").unwrap_or_else(|| subject.to_string());
-                events.push(StoredEvent::from_parts(
-                    seq,
-                    &msg_subject,
-                    msg.headers.as_ref(),
-                    &msg.payload,
-                )?);
+                events.push(StoredEvent::from_parts(seq, &msg_subject, msg.headers.as_ref(), &msg.payload)?);
                 next = seq + 1;
             };
             if pending == 0 {

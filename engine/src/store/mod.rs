@@ -47,23 +47,13 @@ impl EventStore {
         stream::check_server_version(&client.server_info().version)?;
         let js = jetstream::new(client.clone());
         stream::ensure(&js, engine).await?;
-        Ok(Self {
-            client,
-            js,
-            stream: engine.stream.clone(),
-            timeout: Duration::from_secs(5),
-        })
+        Ok(Self { client, js, stream: engine.stream.clone(), timeout: Duration::from_secs(5) })
     }
 
     /// Uses an existing stream without changing it (for read-only tools such as `eddy history`).
     pub fn attach(client: Client, engine: &EngineConfig) -> Self {
         let js = jetstream::new(client.clone());
-        Self {
-            client,
-            js,
-            stream: engine.stream.clone(),
-            timeout: Duration::from_secs(5),
-        }
+        Self { client, js, stream: engine.stream.clone(), timeout: Duration::from_secs(5) }
     }
 
     /// The NATS client.
@@ -83,15 +73,8 @@ impl EventStore {
 
     /// The last sequence in the stream (0 when empty).
     pub async fn last_seq(&self) -> Result<u64> {
-        let mut stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(info.state.last_sequence)
     }
 }

@@ -9,15 +9,10 @@ use crate::config::EngineConfig;
 
 /// Refuses servers older than 2.12: atomic batch publish (ADR-50) and batch Direct Get arrived there.
 pub fn check_server_version(version: &str) -> Result<()> {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) < (2, 12) {
-        return Err(Error::ServerTooOld {
-            found: version.to_string(),
-        });
+        return Err(Error::ServerTooOld { found: version.to_string() });
     }
     Ok(())
 }
@@ -43,10 +38,7 @@ pub async fn ensure(js: &jetstream::Context, engine: &EngineConfig) -> Result<()
     let want = desired(engine);
     match js.get_stream(&engine.stream).await {
         Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let info = existing.info().await.map_err(|e| Error::Unavailable(e.to_string()))?;
             let mut config = info.config.clone();
             if !config.subjects.iter().any(|s| s == "events.>") {
                 config.subjects.push("events.>".into());
@@ -57,9 +49,7 @@ pub async fn ensure(js: &jetstream::Context, engine: &EngineConfig) -> Result<()
             config.allow_atomic_publish = true;
             config.allow_message_schedules = true;
             if config != info.config {
-                js.update_stream(config)
-                    .await
-                    .map_err(|e| Error::JetStream(e.to_string()))?;
+                js.update_stream(config).await.map_err(|e| Error::JetStream(e.to_string()))?;
             }
             Ok(())
         }
@@ -70,9 +60,7 @@ pub async fn ensure(js: &jetstream::Context, engine: &EngineConfig) -> Result<()
                     if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ) =>
         {
-            js.create_stream(want)
-                .await
-                .map_err(|e| Error::JetStream(e.to_string()))?;
+            js.create_stream(want).await.map_err(|e| Error::JetStream(e.to_string()))?;
             Ok(())
         }
         Err(e) => Err(Error::Unavailable(e.to_string())),

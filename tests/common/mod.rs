@@ -1,0 +1,119 @@
+//! Test support: a real nats-server per test (random port, temp store, readiness by connecting, killed on
+//! drop) and an in-process engine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use async_nats::{Client, HeaderMap};
+use eddy_engine::config::Config;
+use eddy_engine::nats::{locate_binary, NatsServer};
+use eddy_engine::runtime::Engine;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// A nats-server with JetStream on a free loopback port and a temp store; killed when dropped.
+pub struct TestServer {
+    pub server: NatsServer,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let binary = locate_binary().expect("nats-server: run scripts/install-nats.sh");
+        let server =
+            NatsServer::start(&binary, free_port(), &dir.path().join("nats")).await.expect("nats-server starts");
+        Self { server, dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub async fn client(&self) -> Client {
+        async_nats::connect(self.url()).await.expect("connect")
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Loads an example config (`bank`, `inventory`, `financing`) pointed at `url`, with its state in `data_dir`.
+pub fn example(name: &str, url: &str, data_dir: &Path) -> Config {
+    config_at(&root().join("config/examples").join(name), url, data_dir)
+}
+
+/// Loads a config pointed at `url`, with its state in `data_dir`.
+pub fn config_at(path: &Path, url: &str, data_dir: &Path) -> Config {
+    let mut config = Config::load(path).unwrap_or_else(|e| panic!("{} loads:\n{e}", path.display()));
+    config.nats.url = Some(url.to_string());
+    config.engine.data_dir = data_dir.to_path_buf();
+    config
+}
+
+/// Starts an engine in-process.
+pub async fn engine(config: &Config) -> Engine {
+    Engine::start(config).await.expect("engine starts")
+}
+
+/// Stops an engine gracefully.
+pub async fn stop(engine: Engine) {
+    engine.stop(CancellationToken::new()).await;
+}
+
+/// A command request and its parsed reply.
+pub struct Reply {
+    pub body: Value,
+    pub raw: bytes::Bytes,
+    pub headers: Option<HeaderMap>,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        self.body["ok"] == true
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string())
+    }
+}
+
+/// Sends `eddy.cmd.<target>` with a raw body and headers.
+pub async fn send_raw(client: &Client, target: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, *v);
+    }
+    let msg =
+        client.request_with_headers(format!("eddy.cmd.{target}"), h, body.to_string().into()).await.expect("a reply");
+    let body = serde_json::from_slice(&msg.payload).expect("the reply is JSON");
+    Reply { body, raw: msg.payload, headers: msg.headers }
+}
+
+/// Sends `eddy.cmd.<target>` with a JSON body.
+pub async fn send(client: &Client, target: &str, body: Value) -> Reply {
+    send_raw(client, target, &body.to_string(), &[]).await
+}
+
+/// Sends and asserts success.
+pub async fn ok(client: &Client, target: &str, body: Value) -> Reply {
+    let reply = send(client, target, body.clone()).await;
+    assert!(reply.ok(), "{target} {body} failed: {}", reply.body);
+    reply
+}

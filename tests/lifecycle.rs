@@ -1,0 +1,140 @@
+//! The engine's lifecycle as a user meets it: the embedded nats-server, an unreachable NATS, and the
+//! `eddy` binary's run / send / history / shutdown.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use eddy_engine::runtime::Engine;
+use serde_json::json;
+
+#[tokio::test]
+async fn without_a_url_eddy_starts_and_stops_its_own_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = eddy_engine::config::Config::load(&root().join("config/examples/bank")).unwrap();
+    config.nats.url = None;
+    config.nats.port = free_port();
+    config.engine.data_dir = dir.path().to_path_buf();
+    let engine = Engine::start(&config).await.expect("starts with an embedded server");
+    let url = format!("nats://127.0.0.1:{}", config.nats.port);
+    assert_eq!(engine.url(), url);
+    let client = async_nats::connect(&url).await.unwrap();
+    ok(&client, "account.open", json!({"id": "a1", "owner": "ann"})).await;
+    assert!(dir.path().join("nats").is_dir(), "the store lives in data_dir/nats");
+    stop(engine).await;
+    assert!(async_nats::connect(&url).await.is_err(), "the embedded server stopped with eddy");
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let config = example("bank", &url, dir.path());
+    let err = Engine::start(&config).await.err().expect("no server there");
+    assert!(err.to_string().starts_with(&format!("cannot connect to NATS at {url}")), "{err}");
+}
+
+fn eddy() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+#[tokio::test]
+async fn the_binary_runs_serves_and_shuts_down_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let bank = root().join("config/examples/bank");
+    let mut child = eddy()
+        .args(["run", "--config"])
+        .arg(&bank)
+        .env("EDDY_NATS__PORT", port.to_string())
+        .env("EDDY_ENGINE__DATA_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+
+    // Ready when a command gets a reply.
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(c) = async_nats::connect(&url).await {
+            let req = c.request("eddy.cmd.account.open", json!({"id": "a1", "owner": "ann"}).to_string().into());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), req).await {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "eddy run never answered");
+
+    let send = |args: &[&str]| {
+        eddy().args(["send"]).args(args).args(["--server", &url, "--config"]).arg(&bank).output().unwrap()
+    };
+    let out = send(&["account.deposit", r#"{"id":"a1","amount":5}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"version\": 2"));
+    let out = send(&["account.withdraw", r#"{"id":"a1","amount":50}"#]);
+    assert!(!out.status.success(), "a rejected command exits non-zero");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("insufficient funds"));
+    send(&["account.deposit", r#"{"id":"a1","amount":7}"#]);
+
+    let history = |extra: &[&str]| {
+        let out = eddy()
+            .args(["history", "account", "a1", "--server", &url, "--config"])
+            .arg(&bank)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = history(&[]);
+    assert_eq!(all.matches("MoneyDeposited").count(), 2, "{all}");
+    assert!(all.contains("\"balance\":12"), "{all}");
+    let then = history(&["--at-version", "2"]);
+    assert!(then.contains("\"balance\": 5"), "{then}");
+
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_timeout(&mut child, Duration::from_secs(20)).expect("eddy stops after SIGINT");
+    assert!(status.success(), "{status}");
+    assert!(async_nats::connect(&url).await.is_err(), "its nats-server stopped too");
+}
+
+#[test]
+fn send_without_an_engine_says_so() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let out = eddy().args(["send", "account.open", "{}", "--server", &url]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to NATS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child we spawned; harmless if it has exited.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
