@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The command path allocates many small short-lived values (JSON, CEL maps); mimalloc serves them with
+// less contention and fragmentation than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// eddy: a workflow and saga engine on NATS JetStream.
 #[derive(Parser)]
 #[command(name = "eddy", version, about)]

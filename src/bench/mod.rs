@@ -1,10 +1,19 @@
-//! `eddy bench ...`: throughput and latency against the raw JetStream floor measured in the same run.
+//! `eddy bench ...`: throughput and latency against the raw JetStream floor measured in the same run, on
+//! a nats-server of its own (temp store, free port) unless `--server` names one.
+
+mod commands;
+mod load;
 
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
-pub enum BenchVerb {}
+pub enum BenchVerb {
+    /// Command throughput: bank deposits against a raw request -> direct get -> publish -> reply floor.
+    Commands(commands::Args),
+}
 
 pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
-    match verb {}
+    match verb {
+        BenchVerb::Commands(args) => commands::run(args).await,
+    }
 }

@@ -80,8 +80,8 @@ impl Aggregate {
         meta: &CommandMeta,
     ) -> Result<Vec<NewEvent>, DecideError> {
         let mut vars = Vars::new();
-        vars.set_value("state", cel::to_cel(&Json::Object(state.clone())))
-            .set_value("cmd", cel::to_cel(&Json::Object(cmd.clone())))
+        vars.set_value("state", cel::map_to_cel(state))
+            .set_value("cmd", cel::map_to_cel(cmd))
             .set_value("meta", meta.to_cel());
         for rule in &command.rules {
             if !rule.check.eval_bool(&vars)? {
@@ -108,9 +108,7 @@ impl Aggregate {
             return Ok(());
         };
         let mut vars = Vars::new();
-        vars.set_value("state", cel::to_cel(&Json::Object(state.clone())))
-            .set("event", data)
-            .set_value("meta", meta.to_cel());
+        vars.set_value("state", cel::map_to_cel(state)).set("event", data).set_value("meta", meta.to_cel());
         for (k, v) in def.apply.eval_map(&vars)? {
             state.insert(k, v);
         }

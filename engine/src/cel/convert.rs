@@ -32,6 +32,12 @@ pub fn to_cel(value: &Json) -> Value {
     }
 }
 
+/// Converts a JSON object to a CEL map without cloning it first.
+pub fn map_to_cel(map: &serde_json::Map<String, Json>) -> Value {
+    let entries: HashMap<Key, Value> = map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+    Value::Map(Map { map: Arc::new(entries) })
+}
+
 /// Converts a CEL value to JSON. Timestamps become RFC 3339 strings. Fails with the type name for values
 /// that have no JSON form (functions, NaN).
 pub fn from_cel(value: &Value) -> Result<Json, String> {

@@ -7,7 +7,7 @@ mod convert;
 
 use std::sync::{Arc, LazyLock};
 
-pub use convert::{from_cel, to_cel};
+pub use convert::{from_cel, map_to_cel, to_cel};
 use serde_json::Value as Json;
 
 static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(cel::Context::default);
@@ -74,12 +74,8 @@ impl Expr {
 
     /// Evaluates with the given variables bound, returning the raw CEL value.
     pub fn eval_raw(&self, vars: &Vars) -> Result<cel::Value> {
-        let mut scope = ROOT.new_inner_scope();
-        for (name, value) in &vars.0 {
-            scope.add_variable_from_value(*name, value.clone());
-        }
         self.program
-            .execute(&scope)
+            .execute(&vars.scope)
             .map_err(|e| Error::Runtime { source_text: self.source.to_string(), message: e.to_string() })
     }
 
@@ -124,9 +120,17 @@ impl Expr {
     }
 }
 
-/// Variables bound for one evaluation. Values are converted once and shared between expressions.
-#[derive(Default, Clone)]
-pub struct Vars(Vec<(&'static str, cel::Value)>);
+/// Variables bound for evaluations: a child scope of the shared root context. Each value is converted once
+/// when bound, however many expressions then read it.
+pub struct Vars {
+    scope: cel::Context<'static, 'static>,
+}
+
+impl Default for Vars {
+    fn default() -> Self {
+        Self { scope: ROOT.new_inner_scope() }
+    }
+}
 
 impl Vars {
     pub fn new() -> Self {
@@ -140,10 +144,7 @@ impl Vars {
 
     /// Binds (or rebinds) a variable from a CEL value.
     pub fn set_value(&mut self, name: &'static str, value: cel::Value) -> &mut Self {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
+        self.scope.add_variable_from_value(name, value);
         self
     }
 }

@@ -1,0 +1,96 @@
+//! What every benchmark needs: a server, a bounded-concurrency request driver with a latency histogram,
+//! and the process's peak RSS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::Client;
+use bytes::Bytes;
+use eddy_engine::nats::{locate_binary, NatsServer};
+use hdrhistogram::Histogram;
+use tempfile::TempDir;
+
+/// The server a benchmark runs against: its own, or `--server`.
+pub struct BenchServer {
+    pub url: String,
+    _own: Option<(NatsServer, TempDir)>,
+}
+
+impl BenchServer {
+    pub async fn start(server: Option<String>) -> anyhow::Result<Self> {
+        if let Some(url) = server {
+            return Ok(Self { url, _own: None });
+        }
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let server = NatsServer::start(&locate_binary()?, port, &dir.path().join("nats")).await?;
+        Ok(Self { url: server.url(), _own: Some((server, dir)) })
+    }
+}
+
+/// The outcome of driving requests.
+pub struct Run {
+    pub per_s: f64,
+    pub latency: Histogram<u64>,
+    pub errors: u64,
+}
+
+/// Sends `count` requests with `in_flight` outstanding at a time; `request(i)` gives the i-th subject and
+/// body. A reply whose body does not start with `ok_prefix` counts as an error.
+pub async fn drive(
+    client: &Client,
+    count: usize,
+    in_flight: usize,
+    ok_prefix: &'static [u8],
+    request: impl Fn(usize) -> (String, Bytes) + Send + Sync + 'static,
+) -> anyhow::Result<Run> {
+    let request = Arc::new(request);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight.max(1))
+        .map(|w| {
+            let client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3).expect("histogram");
+                let mut errors = 0u64;
+                let mut i = w;
+                while i < count {
+                    let (subject, body) = request(i);
+                    let t = Instant::now();
+                    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body)).await;
+                    hist.record(t.elapsed().as_micros() as u64).expect("in range");
+                    match reply {
+                        Ok(Ok(msg)) if msg.payload.starts_with(ok_prefix) => {}
+                        _ => errors += 1,
+                    }
+                    i += in_flight;
+                }
+                (hist, errors)
+            })
+        })
+        .collect();
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await?;
+        latency.add(h).expect("same bounds");
+        errors += e;
+    }
+    let per_s = count as f64 / started.elapsed().as_secs_f64();
+    Ok(Run { per_s, latency, errors })
+}
+
+/// The process's peak resident set, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
