@@ -48,8 +48,8 @@ apply = "{}"
     .unwrap();
     let bank = example("bank", &nats.url(), nats.dir.path());
     let broken = config_at(dir.path(), &nats.url(), nats.dir.path());
-    let mut config = bank.clone();
-    config.aggregates.extend(broken.aggregates);
+    let mut config = bank;
+    config.engine.aggregates.extend(broken.engine.aggregates);
     let engine = engine(&config).await;
     let c = nats.client().await;
     ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
@@ -135,7 +135,7 @@ async fn a_repeated_command_id_gets_the_first_reply_and_appends_once() {
     let after = send_raw(&c, "account.deposit", &body, &[("Eddy-Command-Id", "dep-1")]).await;
     assert_eq!(first.raw, after.raw, "a repeat after a restart gets the first reply");
 
-    let store = EventStore::attach(c.clone(), &config.engine);
+    let store = EventStore::attach(c.clone(), &config.engine.engine);
     let events = store.load("account", "a1", 1).await.unwrap();
     assert_eq!(events.len(), 3, "open + two distinct deposits: {events:?}");
     stop(engine).await;
@@ -183,7 +183,7 @@ async fn reduce_appends_two_events_atomically() {
     assert_eq!(events[1]["seq"].as_u64().unwrap(), first_seq + 1, "one contiguous batch");
     assert_eq!(last.body["version"], 5);
 
-    let stored = EventStore::attach(c.clone(), &config.engine).load("product", "p1", 1).await.unwrap();
+    let stored = EventStore::attach(c.clone(), &config.engine.engine).load("product", "p1", 1).await.unwrap();
     let types: Vec<_> = stored.iter().map(|e| (e.event_type.as_str(), e.version)).collect();
     assert_eq!(
         types,
@@ -201,7 +201,10 @@ async fn fifty_concurrent_withdrawals_never_lose_an_update() {
     let config = example("bank", &nats.url(), nats.dir.path());
     // Two engines on one stream: the queue group splits the requests, so appends really race.
     let a = engine(&config).await;
-    let b = engine(&config).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut config_b = config.clone();
+    config_b.engine.engine.data_dir = other_dir.path().to_path_buf();
+    let b = engine(&config_b).await;
     let c = nats.client().await;
     ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
     ok(&c, "account.deposit", json!({"id": "a1", "amount": 200})).await;
@@ -221,7 +224,7 @@ async fn fifty_concurrent_withdrawals_never_lose_an_update() {
         }
     }
     assert_eq!(succeeded, 20);
-    let events = EventStore::attach(c.clone(), &config.engine).load("account", "a1", 1).await.unwrap();
+    let events = EventStore::attach(c.clone(), &config.engine.engine).load("account", "a1", 1).await.unwrap();
     let balance: i64 = events
         .iter()
         .map(|e| match e.event_type.as_str() {
@@ -269,7 +272,7 @@ async fn correlation_and_causation_are_propagated() {
     let headers = [("Eddy-Command-Id", "cmd-1"), ("Eddy-Correlation-Id", "flow-9"), ("Eddy-Causation-Id", "evt-3")];
     assert!(send_raw(&c, "account.open", &body, &headers).await.ok());
     ok(&c, "account.deposit", json!({"id": "a1", "amount": 1})).await;
-    let events = EventStore::attach(c.clone(), &config.engine).load("account", "a1", 1).await.unwrap();
+    let events = EventStore::attach(c.clone(), &config.engine.engine).load("account", "a1", 1).await.unwrap();
     assert_eq!(events[0].command_id, "cmd-1");
     assert_eq!(events[0].correlation_id, "flow-9");
     assert_eq!(events[0].causation_id, "evt-3");

@@ -9,17 +9,18 @@ use eddy_engine::config::Config;
 fn every_example_loads() {
     for name in ["bank", "inventory", "financing"] {
         let path = common::root().join("config/examples").join(name);
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}:\n{e}"));
-        assert!(!config.aggregates.is_empty(), "{name} has aggregates");
+        let settings = eddy::load(&path).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert!(!settings.engine.aggregates.is_empty(), "{name} has aggregates");
     }
-    let bank = Config::load(&common::root().join("config/examples/bank")).unwrap();
-    assert_eq!(bank.engine.data_dir, std::path::Path::new(".eddy/bank"));
-    assert_eq!(bank.aggregates["account"].commands.len(), 4);
+    let bank = eddy::load(&common::root().join("config/examples/bank")).unwrap();
+    assert_eq!(bank.engine.engine.data_dir, std::path::Path::new(".eddy/bank"));
+    assert_eq!(bank.engine.aggregates["account"].commands.len(), 4);
+    assert_eq!(bank.views.keys().collect::<Vec<_>>(), ["balances", "daily-totals"]);
 }
 
 #[test]
 fn all_errors_are_reported_with_file_and_key() {
-    let errors = Config::load(&common::root().join("tests/fixtures/bad-config")).unwrap_err();
+    let errors = eddy::load(&common::root().join("tests/fixtures/bad-config")).unwrap_err();
     insta::assert_snapshot!(errors.to_string());
 }
 
@@ -32,7 +33,7 @@ fn validate_prints_the_errors_and_fails() {
         .expect("eddy runs");
     assert!(!out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let expected = Config::load(&common::root().join("tests/fixtures/bad-config")).unwrap_err().to_string();
+    let expected = eddy::load(&common::root().join("tests/fixtures/bad-config")).unwrap_err().to_string();
     assert_eq!(printed.trim_end(), expected);
 }
 

@@ -13,13 +13,13 @@ use serde_json::json;
 #[tokio::test]
 async fn without_a_url_eddy_starts_and_stops_its_own_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = eddy_engine::config::Config::load(&root().join("config/examples/bank")).unwrap();
-    config.nats.url = None;
-    config.nats.port = free_port();
-    config.engine.data_dir = dir.path().to_path_buf();
-    let engine = Engine::start(&config).await.expect("starts with an embedded server");
-    let url = format!("nats://127.0.0.1:{}", config.nats.port);
-    assert_eq!(engine.url(), url);
+    let mut settings = eddy::load(&root().join("config/examples/bank")).unwrap();
+    settings.engine.nats.url = None;
+    settings.engine.nats.port = free_port();
+    settings.engine.engine.data_dir = dir.path().to_path_buf();
+    let engine = eddy::Running::start(settings.clone()).await.expect("starts with an embedded server");
+    let url = format!("nats://127.0.0.1:{}", settings.engine.nats.port);
+    assert_eq!(engine.engine.url(), url);
     let client = async_nats::connect(&url).await.unwrap();
     ok(&client, "account.open", json!({"id": "a1", "owner": "ann"})).await;
     assert!(dir.path().join("nats").is_dir(), "the store lives in data_dir/nats");
@@ -32,7 +32,7 @@ async fn an_unreachable_nats_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", free_port());
     let config = example("bank", &url, dir.path());
-    let err = Engine::start(&config).await.err().expect("no server there");
+    let err = Engine::start(&config.engine).await.err().expect("no server there");
     assert!(err.to_string().starts_with(&format!("cannot connect to NATS at {url}")), "{err}");
 }
 

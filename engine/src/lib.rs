@@ -6,6 +6,7 @@ pub mod cel;
 pub mod command;
 pub mod config;
 pub mod envelope;
+pub mod host;
 pub mod nats;
 pub mod runtime;
 pub mod store;

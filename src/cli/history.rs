@@ -16,7 +16,7 @@ pub async fn history(
     id: &str,
     at_version: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    let config = super::load(config)?;
+    let config = super::load(config)?.engine;
     let def = config
         .aggregates
         .get(aggregate)

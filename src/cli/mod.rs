@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use eddy::Settings;
 use eddy_engine::config::Config;
-use eddy_engine::runtime::{self, Shutdown};
+use eddy_engine::runtime::Shutdown;
 
 pub use history::history;
 pub use send::{send, SendHeaders};
@@ -21,17 +22,23 @@ pub fn init_tracing() {
 }
 
 /// Loads a config, or explains every error.
-pub fn load(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path)
+pub fn load(path: &Path) -> anyhow::Result<Settings> {
+    eddy::load(path)
         .map_err(|errors| anyhow::anyhow!("{} has {} config error(s):\n{errors}", path.display(), errors.len()))
 }
 
 /// `eddy validate`.
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(config) => {
+    match eddy::load(path) {
+        Ok(settings) => {
+            let config = &settings.engine;
             let commands: usize = config.aggregates.values().map(|a| a.commands.len()).sum();
-            println!("{}: ok ({} aggregates, {commands} commands)", path.display(), config.aggregates.len());
+            println!(
+                "{}: ok ({} aggregates, {commands} commands, {} views)",
+                path.display(),
+                config.aggregates.len(),
+                settings.views.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -44,10 +51,10 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// `eddy run`: until SIGINT/SIGTERM (graceful), or a second one (immediate).
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load(path)?;
+    let settings = load(path)?;
     let shutdown = Shutdown::new();
     tokio::spawn(signals(shutdown.clone()));
-    runtime::run(config, shutdown).await.context("eddy stopped with an error")?;
+    eddy::run(path, settings, shutdown).await.context("eddy stopped with an error")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -74,13 +81,8 @@ pub fn server_url(config: &Config, server: Option<String>) -> String {
 /// The config when the file exists; defaults otherwise (client verbs work without one).
 pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {
     if path.exists() {
-        load(path)
+        load(path).map(|s| s.engine)
     } else {
-        Ok(Config {
-            nats: Default::default(),
-            engine: Default::default(),
-            aggregates: Default::default(),
-            path: path.to_path_buf(),
-        })
+        Ok(Config::empty(path))
     }
 }

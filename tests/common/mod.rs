@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use async_nats::{Client, HeaderMap};
-use eddy_engine::config::Config;
+use eddy::{Running, Settings};
 use eddy_engine::nats::{locate_binary, NatsServer};
-use eddy_engine::runtime::Engine;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -47,26 +46,26 @@ pub fn root() -> PathBuf {
 }
 
 /// Loads an example config (`bank`, `inventory`, `financing`) pointed at `url`, with its state in `data_dir`.
-pub fn example(name: &str, url: &str, data_dir: &Path) -> Config {
+pub fn example(name: &str, url: &str, data_dir: &Path) -> Settings {
     config_at(&root().join("config/examples").join(name), url, data_dir)
 }
 
 /// Loads a config pointed at `url`, with its state in `data_dir`.
-pub fn config_at(path: &Path, url: &str, data_dir: &Path) -> Config {
-    let mut config = Config::load(path).unwrap_or_else(|e| panic!("{} loads:\n{e}", path.display()));
-    config.nats.url = Some(url.to_string());
-    config.engine.data_dir = data_dir.to_path_buf();
-    config
+pub fn config_at(path: &Path, url: &str, data_dir: &Path) -> Settings {
+    let mut settings = eddy::load(path).unwrap_or_else(|e| panic!("{} loads:\n{e}", path.display()));
+    settings.engine.nats.url = Some(url.to_string());
+    settings.engine.engine.data_dir = data_dir.to_path_buf();
+    settings
 }
 
-/// Starts an engine in-process.
-pub async fn engine(config: &Config) -> Engine {
-    Engine::start(config).await.expect("engine starts")
+/// Starts eddy in-process.
+pub async fn engine(settings: &Settings) -> Running {
+    Running::start(settings.clone()).await.expect("eddy starts")
 }
 
-/// Stops an engine gracefully.
-pub async fn stop(engine: Engine) {
-    engine.stop(CancellationToken::new()).await;
+/// Stops eddy gracefully.
+pub async fn stop(running: Running) {
+    running.stop(CancellationToken::new()).await;
 }
 
 /// A command request and its parsed reply.

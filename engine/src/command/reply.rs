@@ -94,6 +94,11 @@ impl Reply {
         Self { body: serde_json::to_vec(success).expect("replies serialize").into(), error: None }
     }
 
+    /// A success reply with any body (queries, admin).
+    pub fn ok_json(body: &impl Serialize) -> Self {
+        Self { body: serde_json::to_vec(body).expect("replies serialize").into(), error: None }
+    }
+
     pub fn failure(failure: Failure) -> Self {
         let body = serde_json::to_vec(&FailureBody { ok: false, error: &failure }).expect("replies serialize");
         Self { body: body.into(), error: Some(failure) }

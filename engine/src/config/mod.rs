@@ -105,6 +105,18 @@ impl Default for EngineConfig {
 /// Top-level sections that other issues will bring; named so a config using them fails clearly.
 const NOT_YET_SUPPORTED: &[&str] = &["reactors", "projections"];
 
+impl Config {
+    /// A config with every default and no aggregates (for client verbs run without a config file).
+    pub fn empty(path: &Path) -> Config {
+        Config {
+            nats: NatsConfig::default(),
+            engine: EngineConfig::default(),
+            aggregates: BTreeMap::new(),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
 /// A loaded, validated config with every CEL expression compiled.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -121,6 +133,16 @@ pub struct Config {
 impl Config {
     /// Loads and validates the config at `path`, returning every error found.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with(path, &[], |_, _, _| ()).map(|(config, ())| config)
+    }
+
+    /// Loads the engine's sections and lets `extra` read the top-level sections named in `claimed` (reactors,
+    /// projections), so that every error of every section is reported together.
+    pub fn load_with<T>(
+        path: &Path,
+        claimed: &[&str],
+        extra: impl FnOnce(&Source, &Config, &mut ConfigErrors) -> T,
+    ) -> Result<(Config, T), ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let source = Source::load(path, &mut errors);
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
@@ -135,13 +157,16 @@ impl Config {
         for key in source.top_level_keys() {
             match key.as_str() {
                 "nats" | "engine" | "aggregates" => {}
+                k if claimed.contains(&k) => {}
                 k if NOT_YET_SUPPORTED.contains(&k) => {
-                    errors.push(source.file_of(k), k, "not supported yet: this version of eddy serves aggregates only")
+                    errors.push(source.file_of(k), k, "not supported yet by this version of eddy")
                 }
                 k => errors.push(source.file_of(k), k, "unknown section"),
             }
         }
-        errors.into_result(Config { nats, engine, aggregates, path: path.to_path_buf() })
+        let config = Config { nats, engine, aggregates, path: path.to_path_buf() };
+        let extra = extra(&source, &config, &mut errors);
+        errors.into_result((config, extra))
     }
 }
 

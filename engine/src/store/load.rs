@@ -22,6 +22,38 @@ impl EventStore {
         self.load_subject(&subject(aggregate, id), from_seq).await
     }
 
+    /// The sequence of the first message at or after `from_seq` on any of `filters` (subjects, wildcards
+    /// allowed), or `None` when there is none: tells a reader whether it has seen everything up to a point.
+    pub async fn next_matching_seq(&self, filters: &[String], from_seq: u64) -> Result<Option<u64>> {
+        #[derive(Serialize)]
+        struct Next<'a> {
+            seq: u64,
+            next_by_subj: &'a str,
+        }
+        let api = format!("$JS.API.DIRECT.GET.{}", self.stream);
+        let mut first: Option<u64> = None;
+        for filter in filters {
+            let body = serde_json::to_vec(&Next { seq: from_seq.max(1), next_by_subj: filter }).expect("serializes");
+            let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
+            let msg =
+                self.client.send_request(api.clone(), request).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+            match msg.status.map(|s| s.as_u16()) {
+                Some(404) => continue,
+                Some(code) if code >= 300 => {
+                    return Err(Error::JetStream(format!("direct get {code} {}", msg.description.unwrap_or_default())))
+                }
+                _ => {}
+            }
+            let seq =
+                msg.headers.as_ref().and_then(|h| h.get("Nats-Sequence")).and_then(|v| v.as_str().parse::<u64>().ok());
+            first = match (first, seq) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(first)
+    }
+
     /// The events of one subject with sequence >= `from_seq`, in order.
     pub async fn load_subject(&self, subject: &str, from_seq: u64) -> Result<Vec<StoredEvent>> {
         let api = format!("$JS.API.DIRECT.GET.{}", self.stream);

@@ -1,0 +1,73 @@
+//! Folding a batch of events into a view copy: documents are read once, changed in memory, and committed
+//! with the batch's bookmark in one sled batch.
+
+use eddy_engine::aggregate::EventMeta;
+use eddy_engine::cel::{map_to_cel, Vars};
+use eddy_engine::envelope::StoredEvent;
+use serde_json::{Map, Value as Json};
+
+use crate::config::ViewDef;
+use crate::store::{Changes, Result, ViewStore};
+
+/// The `meta` of an event as views see it.
+pub fn meta_of(event: &StoredEvent) -> EventMeta {
+    EventMeta {
+        aggregate: event.aggregate.clone(),
+        id: event.id.clone(),
+        version: event.version,
+        seq: event.seq,
+        event_type: event.event_type.clone(),
+        command_id: event.command_id.clone(),
+        correlation_id: event.correlation_id.clone(),
+        causation_id: event.causation_id.clone(),
+        time: event.time,
+    }
+}
+
+/// Applies `events` to `store` and sets its bookmark to `last_seq`. Returns how many events failed to
+/// evaluate (each is logged with its seq and skipped).
+pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], last_seq: u64) -> Result<u64> {
+    let mut changes = Changes::new();
+    let mut failed = 0;
+    for event in events {
+        if let Err(e) = apply_event(def, store, event, &mut changes) {
+            failed += 1;
+            tracing::error!(view = %def.name, seq = event.seq, error = %e, "view update failed; event skipped");
+        }
+    }
+    store.commit(&changes, last_seq)?;
+    Ok(failed)
+}
+
+/// Applies one event to the in-memory changes of a batch.
+pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, changes: &mut Changes) -> Result<(), String> {
+    let Some(handler) = def.on.find(&event.aggregate, &event.event_type) else { return Ok(()) };
+    let mut vars = Vars::new();
+    vars.set("event", &event.data).set_value("meta", meta_of(event).to_cel());
+    let key = match handler.key.as_ref().or(def.key.as_ref()) {
+        Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
+        None => event.id.clone(),
+    };
+    if key.is_empty() {
+        return Ok(());
+    }
+    let doc = match changes.get(&key) {
+        Some(Some(doc)) => doc.clone(),
+        Some(None) => def.initial.clone(),
+        None => store.get(&key).map_err(|e| e.to_string())?.unwrap_or_else(|| def.initial.clone()),
+    };
+    vars.set_value("doc", map_to_cel(&doc));
+    let change = match handler.update.eval_map_or_null(&vars).map_err(|e| e.to_string())? {
+        Some(update) => Some(merge(doc, update)),
+        None => None,
+    };
+    changes.insert(key, change);
+    Ok(())
+}
+
+fn merge(mut doc: Map<String, Json>, update: Map<String, Json>) -> Map<String, Json> {
+    for (k, v) in update {
+        doc.insert(k, v);
+    }
+    doc
+}

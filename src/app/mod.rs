@@ -1,0 +1,112 @@
+//! Loading the whole config and running every component, with reload on config change or SIGHUP.
+
+mod reload;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use eddy_engine::config::{Config, ConfigErrors};
+use eddy_engine::runtime::{self, Engine, Shutdown};
+use eddy_projections::{ViewDef, Views};
+use tokio_util::sync::CancellationToken;
+
+/// Everything a config declares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// NATS, engine settings and aggregates.
+    pub engine: Config,
+    /// Read views by name.
+    pub views: BTreeMap<String, ViewDef>,
+}
+
+/// Loads and validates every section of the config at `path`, reporting every error at once.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let (engine, views) =
+        Config::load_with(path, &["projections"], |source, _, errors| eddy_projections::load(source, errors))?;
+    Ok(Settings { engine, views })
+}
+
+/// Errors of running eddy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Engine(#[from] runtime::Error),
+    #[error(transparent)]
+    Views(#[from] eddy_projections::Error),
+    #[error("micro service: {0}")]
+    Service(String),
+}
+
+/// A running eddy: the engine and its components.
+pub struct Running {
+    pub engine: Engine,
+    pub views: Arc<Views>,
+    settings: Settings,
+}
+
+impl Running {
+    /// Starts the engine, the views and their endpoints. Returns once every endpoint is subscribed.
+    pub async fn start(settings: Settings) -> Result<Running, Error> {
+        let mut engine = Engine::start(&settings.engine).await?;
+        let views = Views::start(&settings.views, engine.store().clone(), &settings.engine.engine.data_dir)?;
+        let prefix = settings.engine.engine.api_prefix.clone();
+        let query = eddy_projections::query_endpoint(engine.service(), &prefix)
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let admin = eddy_projections::admin_endpoints(engine.service(), &prefix)
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let stop = engine.stop_token();
+        engine.own(tokio::spawn(eddy_projections::serve_queries(query, prefix, views.clone(), stop.clone())));
+        engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop)));
+        Ok(Running { engine, views, settings })
+    }
+
+    /// The settings it runs.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Applies a new, already validated config to the running components.
+    pub async fn apply(&mut self, settings: Settings) {
+        if let Err(e) = self.views.update(&settings.views).await {
+            tracing::error!(error = %e, "applying the new views failed");
+        }
+        if settings.engine.aggregates.keys().ne(self.settings.engine.aggregates.keys()) {
+            tracing::warn!("aggregate changes take effect after a restart");
+        }
+        self.settings = settings;
+    }
+
+    /// Stops: components first, then the engine (which drains and stops its server).
+    pub async fn stop(self, immediate: CancellationToken) {
+        self.views.stop().await;
+        self.engine.stop(immediate).await;
+    }
+}
+
+/// Runs eddy until `shutdown`, reloading when the config at `path` changes or on SIGHUP.
+pub async fn run(path: &Path, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
+    let mut running = Running::start(settings).await?;
+    let mut reloads = reload::watch(path.to_path_buf(), shutdown.graceful.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.graceful.cancelled() => break,
+            Some(()) = reloads.recv() => match load(path) {
+                Ok(settings) => {
+                    tracing::info!(path = %path.display(), "config changed; applying it");
+                    running.apply(settings).await;
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        tracing::error!(error = %e, "new config rejected");
+                    }
+                    tracing::error!(count = errors.len(), "the new config has errors; the running set stays as it is");
+                }
+            },
+        }
+    }
+    running.stop(shutdown.immediate).await;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! eddy assembled: the engine with every component kind (views, and reactors as they land), one config
+//! loader that knows every section, and a `run` that tests can drive in-process.
+
+pub mod app;
+
+pub use app::{load, run, Running, Settings};
