@@ -92,6 +92,7 @@ impl Engine {
         let cmds = commands.clone();
         let token = stop.clone();
         let tasks = vec![tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await })];
+        client.flush().await.map_err(|e| Error::Service(e.to_string()))?;
         tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), "eddy is serving commands");
         Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
     }

@@ -57,10 +57,7 @@ pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, change
         None => store.get(&key).map_err(|e| e.to_string())?.unwrap_or_else(|| def.initial.clone()),
     };
     vars.set_value("doc", map_to_cel(&doc));
-    let change = match handler.update.eval_map_or_null(&vars).map_err(|e| e.to_string())? {
-        Some(update) => Some(merge(doc, update)),
-        None => None,
-    };
+    let change = handler.update.eval_map_or_null(&vars).map_err(|e| e.to_string())?.map(|update| merge(doc, update));
     changes.insert(key, change);
     Ok(())
 }

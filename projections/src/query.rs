@@ -32,7 +32,7 @@ pub async fn admin_endpoints(service: &Service, api_prefix: &str) -> Result<(End
     Ok((list, rebuild))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct GetRequest {
     key: String,
@@ -110,12 +110,6 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(payload: &[u8]) -> Result<T, Fa
         return Ok(T::default());
     }
     serde_json::from_slice(payload).map_err(|e| invalid(format!("bad request body: {e}")))
-}
-
-impl Default for GetRequest {
-    fn default() -> Self {
-        GetRequest { key: String::new(), min_seq: None, timeout_ms: None }
-    }
 }
 
 async fn handle(

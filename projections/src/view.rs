@@ -186,7 +186,6 @@ impl View {
         let mut next = self.next.lock().expect("lock");
         if let Some(old) = next.take() {
             // A rebuild replaces a rebuild in progress.
-            let old = old.clone();
             tokio::spawn(async move {
                 old.stop().await;
                 let _removed = std::fs::remove_dir_all(&old.dir);
@@ -255,16 +254,21 @@ impl View {
             if position >= min_seq {
                 return Some(position);
             }
-            // Events up to min_seq may all be ones this view does not read.
+            // Events up to min_seq may all be ones this view does not read; the stream must have reached
+            // min_seq for that to vouch for it.
             let filters = generation.def.filters();
             match self.events.next_matching_seq(&filters, position + 1).await {
-                Ok(None) => return Some(min_seq),
                 Ok(Some(next)) if next > min_seq => return Some(min_seq),
+                Ok(None) if self.events.last_seq().await.is_ok_and(|last| last >= min_seq) => return Some(min_seq),
                 _ => {}
             }
-            if tokio::time::timeout_at(deadline, positions.changed()).await.is_err() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return None;
             }
+            // Re-check now and then: the stream may move on with events this view does not read.
+            let _changed =
+                tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), positions.changed()).await;
         }
     }
 

@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The (path, modified, size) of every TOML file below `path`.
-fn snapshot(path: &PathBuf) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+fn snapshot(path: &std::path::Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let mut out = Vec::new();
-    let mut stack = vec![path.clone()];
+    let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&p) else { continue };
         if meta.is_dir() {
