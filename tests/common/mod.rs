@@ -138,7 +138,7 @@ pub async fn seed_bank(client: &Client, accounts: usize, deposits: usize) -> Vec
     let mut balances = vec![0i64; accounts];
     let mut acks = Vec::new();
     let time = "2026-01-02T03:04:05.000000Z";
-    let mut publish = |account: usize, event_type: &str, data: Value, versions: &mut Vec<u64>| {
+    let publish = |account: usize, event_type: &str, data: Value, versions: &mut Vec<u64>| {
         versions[account] += 1;
         let mut h = HeaderMap::new();
         h.insert("Eddy-Event-Type", event_type);
