@@ -75,9 +75,48 @@ enum Verb {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Show every view (status, position, lag, documents), or rebuild one: eddy views rebuild balances
+    Views {
+        #[command(subcommand)]
+        action: Option<ViewsAction>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
+    Query {
+        view: String,
+        key: Option<String>,
+        /// List documents in key order instead of getting one.
+        #[arg(long)]
+        list: bool,
+        /// With --list: a CEL bool over `key` and `doc`.
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// With --list: only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// With --list: at most this many documents.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Wait until the view has applied every event up to this stream sequence.
+        #[arg(long)]
+        min_seq: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Benchmarks against the raw JetStream floor measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchVerb),
+}
+
+#[derive(Subcommand)]
+enum ViewsAction {
+    /// Build a new copy beside the old one; queries switch once it has caught up.
+    Rebuild { name: String },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +133,14 @@ fn main() -> ExitCode {
             }
             Verb::History { aggregate, id, at_version, config, server } => {
                 cli::history(&config.config, server.server, &aggregate, &id, at_version).await
+            }
+            Verb::Views { action, config, server } => {
+                let rebuild = action.map(|ViewsAction::Rebuild { name }| name);
+                cli::views(&config.config, server.server, rebuild).await
+            }
+            Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
+                let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };
+                cli::query(&config.config, server.server, args).await
             }
             Verb::Bench(verb) => bench::run(verb).await,
         }

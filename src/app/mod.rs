@@ -3,7 +3,7 @@
 mod reload;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eddy_engine::config::{Config, ConfigErrors};
@@ -89,7 +89,8 @@ impl Running {
 }
 
 /// Runs eddy until `shutdown`, reloading when the config at `path` changes or on SIGHUP.
-pub async fn run(path: &Path, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(path: PathBuf, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
+    let path = path.as_path();
     let mut running = Running::start(settings).await?;
     let mut reloads = reload::watch(path.to_path_buf(), shutdown.graceful.clone());
     loop {

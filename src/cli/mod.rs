@@ -2,6 +2,7 @@
 
 mod history;
 mod send;
+mod views;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use eddy_engine::runtime::Shutdown;
 
 pub use history::history;
 pub use send::{send, SendHeaders};
+pub use views::{query, views, QueryArgs};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
@@ -54,7 +56,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
     let shutdown = Shutdown::new();
     tokio::spawn(signals(shutdown.clone()));
-    eddy::run(path, settings, shutdown).await.context("eddy stopped with an error")?;
+    eddy::run(path.to_path_buf(), settings, shutdown).await.context("eddy stopped with an error")?;
     Ok(ExitCode::SUCCESS)
 }
 

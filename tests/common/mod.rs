@@ -125,7 +125,7 @@ pub async fn query(client: &Client, view: &str, op: &str, body: Value) -> Value 
 
 /// The status of one view from `eddy.admin.views`.
 pub async fn view_status(client: &Client, view: &str) -> Value {
-    let msg = client.request("eddy.admin.views", "".into()).await.expect("a reply");
+    let Ok(msg) = client.request("eddy.admin.views", "".into()).await else { return Value::Null };
     let reply: Value = serde_json::from_slice(&msg.payload).expect("JSON reply");
     reply["views"].as_array().into_iter().flatten().find(|v| v["name"] == view).cloned().unwrap_or(Value::Null)
 }

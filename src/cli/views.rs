@@ -1,0 +1,115 @@
+//! `eddy views [rebuild NAME]` and `eddy query <view> <key> | --list`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use async_nats::{Client, RequestErrorKind};
+use serde_json::{json, Value};
+
+async fn request(
+    config: &Path,
+    server: Option<String>,
+    subject: impl Fn(&str) -> String,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let config = super::load_or_default(config)?;
+    let url = super::server_url(&config, server);
+    let client: Client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
+    let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(Duration::from_secs(10)));
+    let reply = client.send_request(subject(&config.engine.api_prefix), request).await.map_err(|e| match e.kind() {
+        RequestErrorKind::NoResponders => anyhow!("no eddy engine answers at {url}"),
+        RequestErrorKind::TimedOut => anyhow!("eddy at {url} did not reply within 10s"),
+        _ => anyhow::Error::new(e),
+    })?;
+    serde_json::from_slice(&reply.payload).context("the reply is not JSON")
+}
+
+fn finish(reply: &Value) -> ExitCode {
+    if reply["ok"] == true {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{}: {}",
+            reply["error"]["code"].as_str().unwrap_or("error"),
+            reply["error"]["message"].as_str().unwrap_or("")
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// `eddy views`: a table of every view; `eddy views rebuild NAME`.
+pub async fn views(config: &Path, server: Option<String>, rebuild: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(name) = rebuild {
+        let reply = request(config, server, |p| format!("{p}.admin.views.rebuild"), json!({"name": name})).await?;
+        if reply["ok"] == true {
+            println!("{name}: rebuilding beside the old copy; queries switch when it has caught up");
+        }
+        return Ok(finish(&reply));
+    }
+    let reply = request(config, server, |p| format!("{p}.admin.views"), json!({})).await?;
+    if reply["ok"] != true {
+        return Ok(finish(&reply));
+    }
+    println!("{:<24} {:<11} {:>10} {:>8} {:>10} {:>7}", "VIEW", "STATUS", "POSITION", "LAG", "DOCUMENTS", "FAILED");
+    for v in reply["views"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7}",
+            v["name"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or(""),
+            v["position"],
+            v["lag"],
+            v["documents"],
+            v["failed_events"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `eddy query` asks.
+pub struct QueryArgs {
+    pub view: String,
+    pub key: Option<String>,
+    pub list: bool,
+    pub filter: Option<String>,
+    pub prefix: Option<String>,
+    pub limit: Option<usize>,
+    pub min_seq: Option<u64>,
+}
+
+/// `eddy query <view> <key>` prints the document; `--list` prints the documents, following `next`.
+pub async fn query(config: &Path, server: Option<String>, args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let view = args.view.clone();
+    if !args.list {
+        let Some(key) = args.key else { bail!("give a key, or --list") };
+        let body = json!({"key": key, "min_seq": args.min_seq});
+        let reply = request(config, server, |p| format!("{p}.query.{view}.get"), body).await?;
+        if reply["ok"] == true {
+            println!("{}", serde_json::to_string_pretty(&reply["doc"])?);
+        }
+        return Ok(finish(&reply));
+    }
+    let mut after: Option<String> = None;
+    let mut remaining = args.limit;
+    loop {
+        let page = remaining.map(|r| r.min(1000)).unwrap_or(1000);
+        let body = json!({"prefix": args.prefix, "after": after, "limit": page, "where": args.filter, "min_seq": args.min_seq});
+        let body = Value::Object(
+            body.as_object().cloned().unwrap_or_default().into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        );
+        let reply = request(config, server.clone(), |p| format!("{p}.query.{view}.list"), body).await?;
+        if reply["ok"] != true {
+            return Ok(finish(&reply));
+        }
+        let items = reply["items"].as_array().cloned().unwrap_or_default();
+        for item in &items {
+            println!("{}\t{}", item["key"].as_str().unwrap_or(""), item["doc"]);
+        }
+        remaining = remaining.map(|r| r.saturating_sub(items.len()));
+        match reply["next"].as_str() {
+            Some(next) if remaining != Some(0) => after = Some(next.to_string()),
+            _ => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
