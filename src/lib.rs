@@ -2,5 +2,6 @@
 //! loader that knows every section, and a `run` that tests can drive in-process.
 
 pub mod app;
+pub mod seed;
 
 pub use app::{load, run, Running, Settings};

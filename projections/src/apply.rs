@@ -43,7 +43,7 @@ pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], las
 pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, changes: &mut Changes) -> Result<(), String> {
     let Some(handler) = def.on.find(&event.aggregate, &event.event_type) else { return Ok(()) };
     let mut vars = Vars::new();
-    vars.set("event", &event.data).set_value("meta", meta_of(event).to_cel());
+    vars.set("event", &event.data).set_value("meta", EventMeta::cel_of(event, handler.meta_fields.as_deref()));
     let key = match handler.key.as_ref().or(def.key.as_ref()) {
         Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
         None => event.id.clone(),
@@ -51,8 +51,8 @@ pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, change
     if key.is_empty() {
         return Ok(());
     }
-    let doc = match changes.get(&key) {
-        Some(Some(doc)) => doc.clone(),
+    let doc = match changes.remove(&key) {
+        Some(Some(doc)) => doc,
         Some(None) => def.initial.clone(),
         None => store.get(&key).map_err(|e| e.to_string())?.unwrap_or_else(|| def.initial.clone()),
     };

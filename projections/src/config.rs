@@ -44,6 +44,8 @@ struct HandlerToml {
 pub struct Handler {
     pub key: Option<Expr>,
     pub update: Expr,
+    /// The `meta` fields its expressions read (`None`: all of them).
+    pub meta_fields: Option<Vec<String>>,
 }
 
 /// A compiled view definition.
@@ -118,7 +120,18 @@ pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, View
                 None => None,
             };
             if let Some(update) = compile(errors, &format!("{at}.update"), &update, UPDATE_VARS) {
-                on.insert(parsed, Handler { key: handler_key, update });
+                let exprs = [handler_key.as_ref(), view_key.as_ref(), Some(&update)];
+                let mut meta_fields = Some(Vec::new());
+                for e in exprs.into_iter().flatten() {
+                    meta_fields = match (meta_fields, e.fields_of("meta")) {
+                        (Some(mut a), Some(b)) => {
+                            a.extend(b);
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                }
+                on.insert(parsed, Handler { key: handler_key, update, meta_fields });
             }
         }
         if on.is_empty() && errors.len() == before {

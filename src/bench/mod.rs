@@ -3,6 +3,7 @@
 
 mod commands;
 mod load;
+mod views;
 
 use std::process::ExitCode;
 
@@ -10,10 +11,13 @@ use std::process::ExitCode;
 pub enum BenchVerb {
     /// Command throughput: bank deposits against a raw request -> direct get -> publish -> reply floor.
     Commands(commands::Args),
+    /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
+    Views(views::Args),
 }
 
 pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
     match verb {
         BenchVerb::Commands(args) => commands::run(args).await,
+        BenchVerb::Views(args) => views::run(args).await,
     }
 }

@@ -130,44 +130,9 @@ pub async fn view_status(client: &Client, view: &str) -> Value {
     reply["views"].as_array().into_iter().flatten().find(|v| v["name"] == view).cloned().unwrap_or(Value::Null)
 }
 
-/// Appends `deposits` events spread over `accounts` bank accounts straight to the stream (each account opened
-/// first), as eddy would have: fast seeding for catch-up tests. Returns the balance of each account.
+/// Appends bank events straight to the stream (see `eddy::seed::seed_bank`).
 pub async fn seed_bank(client: &Client, accounts: usize, deposits: usize) -> Vec<i64> {
-    let js = async_nats::jetstream::new(client.clone());
-    let mut versions = vec![0u64; accounts];
-    let mut balances = vec![0i64; accounts];
-    let mut acks = Vec::new();
-    let time = "2026-01-02T03:04:05.000000Z";
-    let publish = |account: usize, event_type: &str, data: Value, versions: &mut Vec<u64>| {
-        versions[account] += 1;
-        let mut h = HeaderMap::new();
-        h.insert("Eddy-Event-Type", event_type);
-        h.insert("Eddy-Version", versions[account].to_string().as_str());
-        h.insert("Eddy-Time", time);
-        h.insert("Eddy-Command-Id", format!("seed-{account}-{}", versions[account]).as_str());
-        let js = js.clone();
-        async move { js.publish_with_headers(format!("events.account.acct-{account}"), h, data.to_string().into()).await }
-    };
-    for a in 0..accounts {
-        acks.push(
-            publish(a, "AccountOpened", serde_json::json!({"owner": format!("o{a}")}), &mut versions).await.unwrap(),
-        );
-    }
-    for i in 0..deposits {
-        let a = i % accounts;
-        let amount = (i % 7 + 1) as i64;
-        balances[a] += amount;
-        acks.push(publish(a, "MoneyDeposited", serde_json::json!({"amount": amount}), &mut versions).await.unwrap());
-        if acks.len() >= 2000 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
-    balances
+    eddy::seed::seed_bank(client, accounts, deposits).await.expect("seeding")
 }
 
 /// Polls `check` every 50ms until it holds or `secs` pass.

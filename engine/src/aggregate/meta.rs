@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::objects::{Key, Map};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Utc};
 
 /// `meta` while a command is decided.
 #[derive(Debug, Clone)]
@@ -38,7 +38,13 @@ fn s(v: &str) -> cel::Value {
 fn time_entries(entries: &mut HashMap<Key, cel::Value>, time: DateTime<Utc>) {
     let fixed: DateTime<FixedOffset> = time.fixed_offset();
     entries.insert(key("time"), cel::Value::Timestamp(fixed));
-    entries.insert(key("date"), s(&time.format("%Y-%m-%d").to_string()));
+    entries.insert(key("date"), s(&date_of(time)));
+}
+
+/// `YYYY-MM-DD`, formatted by hand: chrono's strftime parses its pattern on every call, on the hot path of
+/// every view.
+fn date_of(time: DateTime<Utc>) -> String {
+    format!("{:04}-{:02}-{:02}", time.year(), time.month(), time.day())
 }
 
 fn key(k: &str) -> Key {
@@ -59,6 +65,35 @@ impl CommandMeta {
 }
 
 impl EventMeta {
+    /// The `meta` of a stored event, built straight from it; with `fields`, only those entries (see
+    /// `Expr::fields_of`).
+    pub fn cel_of(event: &crate::envelope::StoredEvent, fields: Option<&[String]>) -> cel::Value {
+        let want = |name: &str| fields.is_none_or(|f| f.iter().any(|x| x == name));
+        let mut m = HashMap::with_capacity(fields.map_or(12, |f| f.len()));
+        let entries: [(&str, &dyn Fn() -> cel::Value); 8] = [
+            ("aggregate", &|| s(&event.aggregate)),
+            ("id", &|| s(&event.id)),
+            ("version", &|| cel::Value::Int(event.version as i64)),
+            ("seq", &|| cel::Value::Int(event.seq as i64)),
+            ("type", &|| s(&event.event_type)),
+            ("command_id", &|| s(&event.command_id)),
+            ("correlation_id", &|| s(&event.correlation_id)),
+            ("causation_id", &|| s(&event.causation_id)),
+        ];
+        for (name, value) in entries {
+            if want(name) {
+                m.insert(key(name), value());
+            }
+        }
+        if want("time") {
+            m.insert(key("time"), cel::Value::Timestamp(event.time.fixed_offset()));
+        }
+        if want("date") {
+            m.insert(key("date"), s(&date_of(event.time)));
+        }
+        cel::Value::Map(Map { map: Arc::new(m) })
+    }
+
     pub fn to_cel(&self) -> cel::Value {
         let mut m = HashMap::with_capacity(12);
         m.insert(key("aggregate"), s(&self.aggregate));

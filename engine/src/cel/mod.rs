@@ -62,6 +62,34 @@ impl Expr {
         Ok(Self { source: source.into(), program: Arc::new(program) })
     }
 
+    /// The fields of variable `var` the expression reads, when it only ever reads `var.<field>`; `None` when it
+    /// uses `var` as a whole (or in a way this scan does not follow). Lets callers bind a map with just those
+    /// fields: building and converting unused ones is a large part of evaluating a small expression.
+    pub fn fields_of(&self, var: &str) -> Option<Vec<String>> {
+        let src = self.source.as_bytes();
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let mut fields = Vec::new();
+        let mut i = 0;
+        while let Some(pos) = self.source[i..].find(var).map(|p| p + i) {
+            i = pos + var.len();
+            let before = src[..pos].iter().rev().find(|b| !b.is_ascii_whitespace());
+            let standalone = (pos == 0 || !ident(src[pos - 1])) && src.get(i).is_none_or(|b| !ident(*b));
+            if !standalone || before == Some(&b'.') {
+                continue;
+            }
+            let rest = self.source[i..].trim_start();
+            let after_dot = rest.strip_prefix('.')?;
+            let field: String = after_dot.trim_start().bytes().take_while(|b| ident(*b)).map(char::from).collect();
+            if field.is_empty() {
+                return None;
+            }
+            fields.push(field);
+        }
+        fields.sort();
+        fields.dedup();
+        Some(fields)
+    }
+
     /// Whether the expression reads the variable `name`.
     pub fn uses(&self, name: &str) -> bool {
         self.program.references().has_variable(name)
@@ -196,6 +224,16 @@ mod tests {
     fn unknown_variables_are_rejected_at_compile_time() {
         let err = Expr::compile("stat.balance > 0", &["state", "cmd"]).unwrap_err();
         assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd)");
+    }
+
+    #[test]
+    fn finds_the_fields_read_of_a_variable() {
+        let e = Expr::compile("meta.id + '-' + meta.date + event.meta", &["meta", "event"]).unwrap();
+        assert_eq!(e.fields_of("meta"), Some(vec!["date".to_string(), "id".to_string()]));
+        let whole = Expr::compile("size(meta) > 0", &["meta"]).unwrap();
+        assert_eq!(whole.fields_of("meta"), None);
+        let none = Expr::compile("{'a': 1}", &["meta"]).unwrap();
+        assert_eq!(none.fields_of("meta"), Some(vec![]));
     }
 
     #[test]
