@@ -18,7 +18,7 @@ use crate::config::ViewDef;
 use crate::store::ViewStore;
 
 /// Events folded per sled batch during catch-up.
-const BATCH: usize = 2048;
+const BATCH: usize = 8192;
 
 /// One copy of a view and the worker that builds it.
 pub struct Generation {
