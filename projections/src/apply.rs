@@ -9,21 +9,6 @@ use serde_json::{Map, Value as Json};
 use crate::config::ViewDef;
 use crate::store::{Changes, Result, ViewStore};
 
-/// The `meta` of an event as views see it.
-pub fn meta_of(event: &StoredEvent) -> EventMeta {
-    EventMeta {
-        aggregate: event.aggregate.clone(),
-        id: event.id.clone(),
-        version: event.version,
-        seq: event.seq,
-        event_type: event.event_type.clone(),
-        command_id: event.command_id.clone(),
-        correlation_id: event.correlation_id.clone(),
-        causation_id: event.causation_id.clone(),
-        time: event.time,
-    }
-}
-
 /// Applies `events` to `store` and sets its bookmark to `last_seq`. Returns how many events failed to
 /// evaluate (each is logged with its seq and skipped).
 pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], last_seq: u64) -> Result<u64> {

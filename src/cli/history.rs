@@ -31,17 +31,7 @@ pub async fn history(
     }
     let mut state = def.initial.clone();
     for event in events.iter().take_while(|e| at_version.is_none_or(|v| e.version <= v)) {
-        let meta = EventMeta {
-            aggregate: event.aggregate.clone(),
-            id: event.id.clone(),
-            version: event.version,
-            seq: event.seq,
-            event_type: event.event_type.clone(),
-            command_id: event.command_id.clone(),
-            correlation_id: event.correlation_id.clone(),
-            causation_id: event.causation_id.clone(),
-            time: event.time,
-        };
+        let meta = EventMeta::of(event);
         def.apply(&mut state, &event.data, &meta).with_context(|| format!("applying seq {}", event.seq))?;
         if at_version.is_none() {
             println!(

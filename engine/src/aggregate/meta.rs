@@ -65,7 +65,22 @@ impl CommandMeta {
 }
 
 impl EventMeta {
-    /// The `meta` of a stored event, built straight from it; with `fields`, only those entries (see
+    /// The `meta` of a stored event.
+    pub fn of(event: &crate::envelope::StoredEvent) -> Self {
+        EventMeta {
+            aggregate: event.aggregate.clone(),
+            id: event.id.clone(),
+            version: event.version,
+            seq: event.seq,
+            event_type: event.event_type.clone(),
+            command_id: event.command_id.clone(),
+            correlation_id: event.correlation_id.clone(),
+            causation_id: event.causation_id.clone(),
+            time: event.time,
+        }
+    }
+
+    /// The `meta` of a stored event, built straight from it as CEL; with `fields`, only those entries (see
     /// `Expr::fields_of`).
     pub fn cel_of(event: &crate::envelope::StoredEvent, fields: Option<&[String]>) -> cel::Value {
         let want = |name: &str| fields.is_none_or(|f| f.iter().any(|x| x == name));

@@ -78,17 +78,7 @@ impl Entry {
             if event.seq <= self.last_seq {
                 continue;
             }
-            let meta = EventMeta {
-                aggregate: event.aggregate.clone(),
-                id: event.id.clone(),
-                version: event.version,
-                seq: event.seq,
-                event_type: event.event_type.clone(),
-                command_id: event.command_id.clone(),
-                correlation_id: event.correlation_id.clone(),
-                causation_id: event.causation_id.clone(),
-                time: event.time,
-            };
+            let meta = EventMeta::of(event);
             aggregate.apply(&mut self.state, &event.data, &meta)?;
             self.version = event.version;
             self.last_seq = event.seq;
