@@ -184,3 +184,25 @@ async fn blue_green_rebuild_while_queries_flow() {
     assert_eq!(get(&c, "balances", "acct-7").await["balance"], balances[7]);
     stop(eddy).await;
 }
+
+#[tokio::test]
+async fn two_engines_stay_consistent_for_a_client_through_min_seq() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let settings = example("bank", &nats.url(), &nats.dir.path().join("a"));
+    let mut other = settings.clone();
+    other.engine.engine.data_dir = nats.dir.path().join("b");
+    let a = engine(&settings).await;
+    let b = engine(&other).await;
+    ok(&c, "account.open", json!({"id": "x1", "owner": "x"})).await;
+    for i in 1..=40 {
+        let r = ok(&c, "account.deposit", json!({"id": "x1", "amount": 1})).await;
+        let seq = r.body["seq"].as_u64().unwrap();
+        // Whichever engine answers (queue group), min_seq makes it show this write.
+        let got = query(&c, "balances", "get", json!({"key": "x1", "min_seq": seq})).await;
+        assert_eq!(got["doc"]["balance"], i, "{got}");
+    }
+    assert!(nats.dir.path().join("a/views/balances").is_dir() && nats.dir.path().join("b/views/balances").is_dir());
+    stop(a).await;
+    stop(b).await;
+}
