@@ -33,6 +33,7 @@ async fn a_view_killed_mid_catch_up_is_exact_after_restart() {
             .unwrap()
     };
     let mut first = spawn();
+    let _first_guard = KillOnDrop(first.id());
     let mut position = 0;
     for _ in 0..3000 {
         position = view_status(&c, "balances").await["position"].as_u64().unwrap_or(0);
@@ -48,6 +49,7 @@ async fn a_view_killed_mid_catch_up_is_exact_after_restart() {
     assert!(position < end, "killed mid catch-up (at {position} of {end})");
 
     let mut second = spawn();
+    let _second_guard = KillOnDrop(second.id());
     let reply = {
         let mut reply = Value::Null;
         for _ in 0..100 {
@@ -156,4 +158,14 @@ async fn views_added_and_deleted_while_commands_flow() {
     assert!(flow.await.unwrap() > 0);
     shutdown.graceful.cancel();
     run.await.unwrap().unwrap();
+}
+
+/// Kills a child process when a failing assertion unwinds past it.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child this test spawned; harmless if it has exited.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
 }

@@ -2,7 +2,7 @@
 //! with the batch's bookmark in one sled batch.
 
 use eddy_engine::aggregate::EventMeta;
-use eddy_engine::cel::{map_to_cel, Vars};
+use eddy_engine::cel::{fields_to_cel, to_cel, Vars};
 use eddy_engine::envelope::StoredEvent;
 use serde_json::{Map, Value as Json};
 
@@ -28,7 +28,11 @@ pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], las
 pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, changes: &mut Changes) -> Result<(), String> {
     let Some(handler) = def.on.find(&event.aggregate, &event.event_type) else { return Ok(()) };
     let mut vars = Vars::new();
-    vars.set("event", &event.data).set_value("meta", EventMeta::cel_of(event, handler.meta_fields.as_deref()));
+    let event_value = match &event.data {
+        Json::Object(map) => fields_to_cel(map, handler.event_fields.as_deref()),
+        other => to_cel(other),
+    };
+    vars.set_value("event", event_value).set_value("meta", EventMeta::cel_of(event, handler.meta_fields.as_deref()));
     let key = match handler.key.as_ref().or(def.key.as_ref()) {
         Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
         None => event.id.clone(),
@@ -41,7 +45,7 @@ pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, change
         Some(None) => def.initial.clone(),
         None => store.get(&key).map_err(|e| e.to_string())?.unwrap_or_else(|| def.initial.clone()),
     };
-    vars.set_value("doc", map_to_cel(&doc));
+    vars.set_value("doc", fields_to_cel(&doc, handler.doc_fields.as_deref()));
     let change = handler.update.eval_map_or_null(&vars).map_err(|e| e.to_string())?.map(|update| merge(doc, update));
     changes.insert(key, change);
     Ok(())

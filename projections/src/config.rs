@@ -46,6 +46,21 @@ pub struct Handler {
     pub update: Expr,
     /// The `meta` fields its expressions read (`None`: all of them).
     pub meta_fields: Option<Vec<String>>,
+    /// The `event` fields its expressions read (`None`: all of them).
+    pub event_fields: Option<Vec<String>>,
+    /// The `doc` fields its update reads (`None`: all of them).
+    pub doc_fields: Option<Vec<String>>,
+}
+
+/// The union of the fields of `var` that `exprs` read; `None` if any reads it as a whole.
+fn fields_read(var: &str, exprs: &[Option<&Expr>]) -> Option<Vec<String>> {
+    let mut all = Vec::new();
+    for e in exprs.iter().flatten() {
+        all.extend(e.fields_of(var)?);
+    }
+    all.sort();
+    all.dedup();
+    Some(all)
 }
 
 /// A compiled view definition.
@@ -121,17 +136,10 @@ pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, View
             };
             if let Some(update) = compile(errors, &format!("{at}.update"), &update, UPDATE_VARS) {
                 let exprs = [handler_key.as_ref(), view_key.as_ref(), Some(&update)];
-                let mut meta_fields = Some(Vec::new());
-                for e in exprs.into_iter().flatten() {
-                    meta_fields = match (meta_fields, e.fields_of("meta")) {
-                        (Some(mut a), Some(b)) => {
-                            a.extend(b);
-                            Some(a)
-                        }
-                        _ => None,
-                    };
-                }
-                on.insert(parsed, Handler { key: handler_key, update, meta_fields });
+                let meta_fields = fields_read("meta", &exprs);
+                let event_fields = fields_read("event", &exprs);
+                let doc_fields = fields_read("doc", &[Some(&update)]);
+                on.insert(parsed, Handler { key: handler_key, update, meta_fields, event_fields, doc_fields });
             }
         }
         if on.is_empty() && errors.len() == before {

@@ -38,6 +38,18 @@ pub fn map_to_cel(map: &serde_json::Map<String, Json>) -> Value {
     Value::Map(Map { map: Arc::new(entries) })
 }
 
+/// Converts the `fields` of a JSON object to a CEL map (all of them when `fields` is `None`): an expression
+/// that reads two fields of a large document need not pay for converting the rest.
+pub fn fields_to_cel(map: &serde_json::Map<String, Json>, fields: Option<&[String]>) -> Value {
+    let Some(fields) = fields else { return map_to_cel(map) };
+    let entries: HashMap<Key, Value> = fields
+        .iter()
+        .filter_map(|f| map.get_key_value(f))
+        .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+        .collect();
+    Value::Map(Map { map: Arc::new(entries) })
+}
+
 /// Converts a CEL value to JSON. Timestamps become RFC 3339 strings. Fails with the type name for values
 /// that have no JSON form (functions, NaN).
 pub fn from_cel(value: &Value) -> Result<Json, String> {

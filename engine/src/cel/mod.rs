@@ -7,7 +7,7 @@ mod convert;
 
 use std::sync::{Arc, LazyLock};
 
-pub use convert::{from_cel, map_to_cel, to_cel};
+pub use convert::{fields_to_cel, from_cel, map_to_cel, to_cel};
 use serde_json::Value as Json;
 
 static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(cel::Context::default);
