@@ -7,13 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use eddy_engine::config::Config;
 use eddy_engine::runtime::Engine;
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{drive, peak_rss_mb, BenchServer, Run};
+use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, Run};
 
 /// The bank aggregate, built in so the benchmark runs from any directory.
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
@@ -39,11 +38,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server = BenchServer::start(args.server.clone()).await?;
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("account.toml"), ACCOUNT_TOML)?;
-    let mut config = Config::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    config.nats.url = Some(server.url.clone());
-    config.engine.data_dir = dir.path().join("data");
+    let (_dir, settings) = bench_settings(&server, &[("account.toml", ACCOUNT_TOML)])?;
+    let config = settings.engine;
     let engine = Engine::start(&config).await.context("starting eddy")?;
     let client = async_nats::connect(&server.url).await?;
     let k = args.aggregates.max(1);

@@ -29,6 +29,19 @@ impl BenchServer {
     }
 }
 
+/// Writes `files` (name, TOML) into a temp dir and loads them as settings pointed at `server`, with their
+/// state in the same temp dir: a benchmark's config, independent of the working directory.
+pub fn bench_settings(server: &BenchServer, files: &[(&str, &str)]) -> anyhow::Result<(TempDir, eddy::Settings)> {
+    let dir = tempfile::tempdir()?;
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    let mut settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    settings.engine.nats.url = Some(server.url.clone());
+    settings.engine.engine.data_dir = dir.path().join("data");
+    Ok((dir, settings))
+}
+
 /// The outcome of driving requests.
 pub struct Run {
     pub per_s: f64,

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{drive, peak_rss_mb, BenchServer, Run};
+use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, Run};
 
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
 const BALANCES_TOML: &str = include_str!("../../config/examples/bank/projections/balances.toml");
@@ -39,12 +39,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server = BenchServer::start(args.server.clone()).await?;
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("account.toml"), ACCOUNT_TOML)?;
-    std::fs::write(dir.path().join("balances.toml"), BALANCES_TOML)?;
-    let mut settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    settings.engine.nats.url = Some(server.url.clone());
-    settings.engine.engine.data_dir = dir.path().join("data");
+    let (_dir, settings) =
+        bench_settings(&server, &[("account.toml", ACCOUNT_TOML), ("balances.toml", BALANCES_TOML)])?;
     let client = async_nats::connect(&server.url).await?;
     EventStore::open(client.clone(), &settings.engine.engine).await?;
     let accounts = args.accounts.max(1);
