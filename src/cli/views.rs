@@ -58,10 +58,10 @@ pub async fn views(config: &Path, server: Option<String>, rebuild: Option<String
             "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7}",
             v["name"].as_str().unwrap_or(""),
             v["status"].as_str().unwrap_or(""),
-            v["position"],
-            v["lag"],
-            v["documents"],
-            v["failed_events"]
+            v["position"].as_u64().unwrap_or(0),
+            v["lag"].as_u64().unwrap_or(0),
+            v["documents"].as_u64().unwrap_or(0),
+            v["failed_events"].as_u64().unwrap_or(0)
         );
     }
     Ok(ExitCode::SUCCESS)
