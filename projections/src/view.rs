@@ -33,9 +33,15 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Opens the copy in `dir`; with `follow`, a worker keeps it up to date.
-    fn open(def: Arc<ViewDef>, dir: PathBuf, id: u64, events: &EventStore, follow: bool) -> crate::Result<Arc<Self>> {
-        let store = ViewStore::open(&dir)?;
+    /// Takes the copy stored in `dir`; with `follow`, a worker keeps it up to date.
+    fn start(
+        def: Arc<ViewDef>,
+        store: ViewStore,
+        dir: PathBuf,
+        id: u64,
+        events: &EventStore,
+        follow: bool,
+    ) -> crate::Result<Arc<Self>> {
         if store.fingerprint()?.is_none() {
             store.set_fingerprint(&def.fingerprint)?;
         }
@@ -167,13 +173,11 @@ impl View {
         let id = current.unwrap_or(1);
         remove_other_generations(root, id);
         let dir = root.join(id.to_string());
-        let stale = match current {
-            Some(_) => ViewStore::open(&dir)?.fingerprint()?.as_deref() != Some(def.fingerprint.as_str()),
-            None => false,
-        };
+        let store = ViewStore::open(&dir)?;
+        let stale = current.is_some() && store.fingerprint()?.as_deref() != Some(def.fingerprint.as_str());
         // A copy built by an older definition keeps serving, frozen, until the new one has caught up: its
         // own definition is gone, and folding new events with the new one would mix the two.
-        let generation = Generation::open(def.clone(), dir, id, &events, !stale)?;
+        let generation = Generation::start(def.clone(), store, dir, id, &events, !stale)?;
         if current.is_none() {
             write_current(root, id)?;
         }
@@ -217,7 +221,8 @@ impl View {
             });
         }
         let id = self.active().id.max(self.newest_dir_id()) + 1;
-        let generation = Generation::open(def, self.root.join(id.to_string()), id, &self.events, true)?;
+        let dir = self.root.join(id.to_string());
+        let generation = Generation::start(def, ViewStore::open(&dir)?, dir, id, &self.events, true)?;
         *next = Some(generation.clone());
         tokio::spawn(self.clone().switch_when_caught_up(generation));
         Ok(())

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, Run};
+use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, CommonArgs, Run};
 
 /// The bank aggregate, built in so the benchmark runs from any directory.
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
@@ -28,16 +28,12 @@ pub struct Args {
     /// Accounts the deposits are spread over.
     #[arg(long, default_value_t = 1000)]
     aggregates: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Run against this NATS server (a scratch one: the benchmark writes to `events.>`).
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.server.clone()).await?;
+    let server = BenchServer::start(args.common.server.clone()).await?;
     let (_dir, settings) = bench_settings(&server, &[("account.toml", ACCOUNT_TOML)])?;
     let config = settings.engine;
     let engine = Engine::start(&config).await.context("starting eddy")?;
@@ -110,7 +106,7 @@ fn report(args: &Args, floor: &Run, eddy: &Run) -> anyhow::Result<ExitCode> {
     let ratio = eddy.per_s / floor.per_s;
     let (p50, p99) = (eddy.latency.value_at_quantile(0.5), eddy.latency.value_at_quantile(0.99));
     let rss = peak_rss_mb();
-    if args.json {
+    if args.common.json {
         let out = json!({
             "floor_per_s": floor.per_s.round(),
             "eddy_per_s": eddy.per_s.round(),

@@ -11,6 +11,17 @@ use eddy_engine::nats::{locate_binary, NatsServer};
 use hdrhistogram::Histogram;
 use tempfile::TempDir;
 
+/// Options every benchmark takes.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Run against this NATS server (a scratch one: the benchmark writes to `events.>`).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
 /// The server a benchmark runs against: its own, or `--server`.
 pub struct BenchServer {
     pub url: String,

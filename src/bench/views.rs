@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, Run};
+use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, CommonArgs, Run};
 
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
 const BALANCES_TOML: &str = include_str!("../../config/examples/bank/projections/balances.toml");
@@ -29,16 +29,12 @@ pub struct Args {
     /// `get` requests per latency measurement.
     #[arg(long, default_value_t = 20_000)]
     gets: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Run against this NATS server (a scratch one: the benchmark writes to `events.>`).
-    #[arg(long)]
-    server: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.server.clone()).await?;
+    let server = BenchServer::start(args.common.server.clone()).await?;
     let (_dir, settings) =
         bench_settings(&server, &[("account.toml", ACCOUNT_TOML), ("balances.toml", BALANCES_TOML)])?;
     let client = async_nats::connect(&server.url).await?;
@@ -126,7 +122,7 @@ fn report(args: &Args, floor: f64, eddy: f64, runs: [&Run; 4]) -> anyhow::Result
     let q = |r: &Run, p: f64| r.latency.value_at_quantile(p);
     let rss = peak_rss_mb();
     let ratio = eddy / floor;
-    if args.json {
+    if args.common.json {
         let out = json!({
             "floor_per_s": floor.round(),
             "eddy_per_s": eddy.round(),

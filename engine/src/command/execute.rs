@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde_json::Value as Json;
 
 use super::cache::Entry;
@@ -221,10 +221,4 @@ fn next_state(
         aggregate.apply(&mut state, &e.data, &meta).map_err(|err| fail(ErrorCode::Internal, err.to_string()))?;
     }
     Ok(state)
-}
-
-impl CommandService {
-    pub(super) fn window_of(secs: u64) -> Duration {
-        Duration::seconds(secs as i64)
-    }
 }

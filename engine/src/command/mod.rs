@@ -39,7 +39,7 @@ impl CommandService {
             aggregates: config.aggregates.clone(),
             store,
             cache: cache::Cache::new(config.engine.cache_size),
-            window: Self::window_of(config.engine.dedup_window_secs),
+            window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
         }
     }
 

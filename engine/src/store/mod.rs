@@ -73,8 +73,8 @@ impl EventStore {
 
     /// The last sequence in the stream (0 when empty).
     pub async fn last_seq(&self) -> Result<u64> {
-        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| Error::Unavailable(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| Error::Unavailable(e.to_string()))?;
-        Ok(info.state.last_sequence)
+        // `get_stream` already fetched the stream's info; asking again would be a second round trip.
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(stream.cached_info().state.last_sequence)
     }
 }

@@ -37,8 +37,8 @@ pub fn desired(engine: &EngineConfig) -> stream::Config {
 pub async fn ensure(js: &jetstream::Context, engine: &EngineConfig) -> Result<()> {
     let want = desired(engine);
     match js.get_stream(&engine.stream).await {
-        Ok(mut existing) => {
-            let info = existing.info().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(existing) => {
+            let info = existing.cached_info();
             let mut config = info.config.clone();
             if !config.subjects.iter().any(|s| s == "events.>") {
                 config.subjects.push("events.>".into());
