@@ -92,7 +92,7 @@ impl Engine {
         let cmds = commands.clone();
         let token = stop.clone();
         let tasks = vec![tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await })];
-        client.flush().await.map_err(|e| Error::Service(e.to_string()))?;
+        round_trip(&client).await?;
         tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), "eddy is serving commands");
         Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
     }
@@ -173,6 +173,17 @@ impl Engine {
         }
         tracing::info!("eddy stopped");
     }
+}
+
+/// Waits until the server has processed everything this client sent so far, subscriptions included.
+/// `Client::flush` only empties the socket buffer; a request answered by the server on the same connection
+/// proves the earlier SUBs were handled, so a client that connects afterwards finds the endpoints.
+pub async fn round_trip(client: &Client) -> Result<()> {
+    async_nats::jetstream::new(client.clone())
+        .query_account()
+        .await
+        .map(drop)
+        .map_err(|e| Error::Service(format!("server round trip: {e}")))
 }
 
 /// Starts the engine and runs it until shutdown.

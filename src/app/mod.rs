@@ -60,8 +60,7 @@ impl Running {
         let stop = engine.stop_token();
         engine.own(tokio::spawn(eddy_projections::serve_queries(query, prefix, views.clone(), stop.clone())));
         engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop)));
-        // The endpoints' subscriptions are registered once the server has answered a ping.
-        engine.client().flush().await.map_err(|e| Error::Service(e.to_string()))?;
+        runtime::round_trip(engine.client()).await?;
         Ok(Running { engine, views, settings })
     }
 

@@ -119,7 +119,10 @@ pub async fn ok(client: &Client, target: &str, body: Value) -> Reply {
 
 /// A request to `eddy.query.<view>.<op>`.
 pub async fn query(client: &Client, view: &str, op: &str, body: Value) -> Value {
-    let msg = client.request(format!("eddy.query.{view}.{op}"), body.to_string().into()).await.expect("a reply");
+    let msg = client
+        .request(format!("eddy.query.{view}.{op}"), body.to_string().into())
+        .await
+        .unwrap_or_else(|e| panic!("eddy.query.{view}.{op} {body}: {e}"));
     serde_json::from_slice(&msg.payload).expect("JSON reply")
 }
 
