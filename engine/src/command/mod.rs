@@ -43,6 +43,11 @@ impl CommandService {
         }
     }
 
+    /// Whether this engine decides `aggregate`'s commands itself.
+    pub fn has(&self, aggregate: &str) -> bool {
+        self.aggregates.contains_key(aggregate)
+    }
+
     /// The event store this service appends to.
     pub fn store(&self) -> &EventStore {
         &self.store

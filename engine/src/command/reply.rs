@@ -31,6 +31,20 @@ impl ErrorCode {
         }
     }
 
+    /// The code named `s` on the wire.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        [
+            ErrorCode::Invalid,
+            ErrorCode::NotFound,
+            ErrorCode::Conflict,
+            ErrorCode::Rejected,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::Invalid => 400,

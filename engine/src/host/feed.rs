@@ -29,13 +29,26 @@ pub struct Feed {
     next_seq: u64,
     name: String,
     messages: Option<Messages>,
+    /// The open consumer reads the whole stream and this feed drops what the filters do not match.
+    local_filter: bool,
     backoff: Duration,
 }
+
+/// A catch-up of at least this many matching events may read unfiltered.
+const LOCAL_FILTER_MIN: u64 = 10_000;
 
 impl Feed {
     /// A feed of the messages matching `filters` from `from_seq` on. `name` labels its log lines.
     pub fn new(store: EventStore, filters: Vec<String>, from_seq: u64, name: impl Into<String>) -> Self {
-        Self { store, filters, next_seq: from_seq.max(1), name: name.into(), messages: None, backoff: Duration::ZERO }
+        Self {
+            store,
+            filters,
+            next_seq: from_seq.max(1),
+            name: name.into(),
+            messages: None,
+            local_filter: false,
+            backoff: Duration::ZERO,
+        }
     }
 
     /// The next sequence it will read.
@@ -53,7 +66,10 @@ impl Feed {
                         tokio::time::sleep(self.backoff).await;
                     }
                     match open(self.store.clone(), self.filters.clone(), self.next_seq, max).await {
-                        Ok(messages) => self.messages.insert(messages),
+                        Ok((messages, local_filter)) => {
+                            self.local_filter = local_filter;
+                            self.messages.insert(messages)
+                        }
                         Err(e) => {
                             self.fail(&e);
                             continue;
@@ -67,6 +83,10 @@ impl Feed {
                     if let Some(e) = error {
                         // Reopen from after the last message taken; what was read is still returned.
                         self.fail(&e);
+                    }
+                    if self.local_filter && batch.pending == 0 {
+                        // Caught up: from here on the server's filter is the cheaper way to wait.
+                        self.messages = None;
                     }
                     if batch.last_seq > 0 {
                         return batch;
@@ -98,6 +118,9 @@ impl Feed {
             batch.last_seq = seq;
             batch.pending = pending;
             self.next_seq = seq + 1;
+            if self.local_filter && !self.filters.iter().any(|f| subject_matches(f, message.subject.as_str())) {
+                continue;
+            }
             match StoredEvent::from_parts(seq, message.subject.as_str(), message.headers.as_ref(), &message.payload) {
                 Ok(event) => batch.events.push(event),
                 Err(e) => {
@@ -110,16 +133,57 @@ impl Feed {
     }
 }
 
-/// Creates an ordered consumer from `next_seq`. A free function so the feed is not borrowed across the
-/// await (the message stream is `Send` but not `Sync`).
-async fn open(store: EventStore, filters: Vec<String>, next_seq: u64, max: usize) -> Result<Messages, String> {
+/// Creates an ordered consumer from `next_seq`; true when it reads unfiltered for the feed to filter. A
+/// free function so the feed is not borrowed across the await (the message stream is not `Sync`).
+///
+/// JetStream's wildcard-filtered delivery over many interleaved subjects measured ~25-35k msgs/s against
+/// ~130-200k/s unfiltered on the same server (2.15.1). So a long catch-up in which the filters match a good
+/// share of the stream reads everything and filters here; a short one, or a live reader, lets the server
+/// filter.
+async fn open(store: EventStore, filters: Vec<String>, next_seq: u64, max: usize) -> Result<(Messages, bool), String> {
     let stream = store.jetstream().get_stream(store.stream()).await.map_err(|e| e.to_string())?;
-    let config = OrderedConfig {
-        filter_subjects: filters,
+    let behind = stream.cached_info().state.last_sequence.saturating_sub(next_seq.saturating_sub(1));
+    let config = |filter_subjects: Vec<String>| OrderedConfig {
+        filter_subjects,
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next_seq },
         ..Default::default()
     };
-    let consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
+    let filtered = !filters.is_empty() && filters.iter().all(|f| f != "events.>");
+    let mut consumer = stream.create_consumer(config(filters)).await.map_err(|e| e.to_string())?;
+    let matching = consumer.cached_info().num_pending;
+    let local_filter = filtered && matching >= LOCAL_FILTER_MIN && matching.saturating_mul(4) >= behind;
+    if local_filter {
+        consumer = stream.create_consumer(config(Vec::new())).await.map_err(|e| e.to_string())?;
+    }
     let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    Ok(Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))))
+    Ok((Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))), local_filter))
+}
+
+/// NATS subject matching: `*` matches one token, a trailing `>` the rest.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for f in filter.split('.') {
+        match (f, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_like_nats() {
+        assert!(subject_matches("events.>", "events.product.p1"));
+        assert!(subject_matches("events.product.*", "events.product.p1"));
+        assert!(!subject_matches("events.product.*", "events.account.p1"));
+        assert!(!subject_matches("events.product.*", "events.product"));
+        assert!(!subject_matches("events.product.*", "events.product.p1.x"));
+        assert!(!subject_matches("events.>", "events"));
+    }
 }

@@ -2,6 +2,7 @@
 
 mod feed;
 mod pattern;
+pub mod reactor;
 
-pub use feed::{Batch, Feed};
+pub use feed::{subject_matches, Batch, Feed};
 pub use pattern::{subject_filters, Pattern, PatternMap};

@@ -1,0 +1,79 @@
+//! `<api_prefix>.admin.reactors` (statuses), `.retry` and `.rebuild` on the `eddy` micro service.
+
+use std::sync::Arc;
+
+use async_nats::service::{endpoint::Endpoint, Service};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::set::Error;
+use super::Reactors;
+use crate::command::{ErrorCode, Failure, Reply};
+
+/// The three admin endpoints.
+pub struct AdminEndpoints {
+    list: Endpoint,
+    retry: Endpoint,
+    rebuild: Endpoint,
+}
+
+/// Adds the endpoints; requests wait in NATS until [`serve_admin`] reads them.
+pub async fn admin_endpoints(service: &Service, api_prefix: &str) -> Result<AdminEndpoints, async_nats::Error> {
+    let add = |name: &'static str, subject: String| service.endpoint_builder().name(name).add(subject);
+    Ok(AdminEndpoints {
+        list: add("admin-reactors", format!("{api_prefix}.admin.reactors")).await?,
+        retry: add("admin-reactors-retry", format!("{api_prefix}.admin.reactors.retry")).await?,
+        rebuild: add("admin-reactors-rebuild", format!("{api_prefix}.admin.reactors.rebuild")).await?,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameRequest {
+    name: String,
+}
+
+enum Verb {
+    List,
+    Retry,
+    Rebuild,
+}
+
+/// Serves the admin endpoints until `shutdown`.
+pub async fn serve_admin(endpoints: AdminEndpoints, reactors: Arc<Reactors>, shutdown: CancellationToken) {
+    let AdminEndpoints { mut list, mut retry, mut rebuild } = endpoints;
+    loop {
+        let (request, verb) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = list.next() => match r { Some(r) => (r, Verb::List), None => break },
+            r = retry.next() => match r { Some(r) => (r, Verb::Retry), None => break },
+            r = rebuild.next() => match r { Some(r) => (r, Verb::Rebuild), None => break },
+        };
+        let reply = match verb {
+            Verb::List => Reply::ok_json(&serde_json::json!({"ok": true, "reactors": reactors.status()})),
+            Verb::Retry | Verb::Rebuild => match serde_json::from_slice::<NameRequest>(&request.message.payload) {
+                Err(e) => Reply::failure(Failure::new(
+                    ErrorCode::Invalid,
+                    format!("expected {{\"name\": \"<reactor>\"}}: {e}"),
+                )),
+                Ok(req) => {
+                    let (done, status) = match verb {
+                        Verb::Retry => (reactors.retry(&req.name), "retrying"),
+                        _ => (reactors.rebuild(&req.name).await, "rebuilding"),
+                    };
+                    match done {
+                        Ok(()) => Reply::ok_json(&serde_json::json!({"ok": true, "name": req.name, "status": status})),
+                        Err(Error::Unknown(n)) => {
+                            Reply::failure(Failure::new(ErrorCode::NotFound, format!("no reactor `{n}`")))
+                        }
+                        Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
+                    }
+                }
+            },
+        };
+        if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
+            tracing::warn!(error = %e, "could not send an admin reply");
+        }
+    }
+}
