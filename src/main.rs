@@ -84,6 +84,15 @@ enum Verb {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Show every reactor (status, position, lag, parked, counts), or retry or rebuild one.
+    Reactors {
+        #[command(subcommand)]
+        action: Option<cli::ReactorsAction>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
     Query {
         view: String,
@@ -138,6 +147,7 @@ fn main() -> ExitCode {
                 let rebuild = action.map(|ViewsAction::Rebuild { name }| name);
                 cli::views(&config.config, server.server, rebuild).await
             }
+            Verb::Reactors { action, config, server } => cli::reactors(&config.config, server.server, action).await,
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
                 let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };
                 cli::query(&config.config, server.server, args).await

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eddy_engine::config::{Config, ConfigErrors};
+use eddy_engine::host::reactor::{self, Effects, Logic, Reactors};
 use eddy_engine::runtime::{self, Engine, Shutdown};
 use eddy_projections::{ViewDef, Views};
 use tokio_util::sync::CancellationToken;
@@ -18,13 +19,16 @@ pub struct Settings {
     pub engine: Config,
     /// Read views by name.
     pub views: BTreeMap<String, ViewDef>,
+    /// Reactors (rules and sagas), in name order.
+    pub reactors: Vec<Arc<dyn Logic>>,
 }
 
 /// Loads and validates every section of the config at `path`, reporting every error at once.
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-    let (engine, views) =
-        Config::load_with(path, &["projections"], |source, _, errors| eddy_projections::load(source, errors))?;
-    Ok(Settings { engine, views })
+    let (engine, (views, reactors)) = Config::load_with(path, &["projections", "reactors"], |source, config, errors| {
+        (eddy_projections::load(source, errors), eddy_reactors::load(source, config, errors))
+    })?;
+    Ok(Settings { engine, views, reactors })
 }
 
 /// Errors of running eddy.
@@ -34,6 +38,8 @@ pub enum Error {
     Engine(#[from] runtime::Error),
     #[error(transparent)]
     Views(#[from] eddy_projections::Error),
+    #[error(transparent)]
+    Reactors(#[from] reactor::Error),
     #[error("micro service: {0}")]
     Service(String),
 }
@@ -42,6 +48,7 @@ pub enum Error {
 pub struct Running {
     pub engine: Engine,
     pub views: Arc<Views>,
+    pub reactors: Arc<Reactors>,
     settings: Settings,
 }
 
@@ -57,11 +64,16 @@ impl Running {
         let admin = eddy_projections::admin_endpoints(engine.service(), &prefix)
             .await
             .map_err(|e| Error::Service(e.to_string()))?;
+        let effects = Effects::new(engine.commands().clone(), engine.client().clone(), prefix.clone());
+        let reactors = Reactors::start(settings.reactors.clone(), effects, &settings.engine.engine).await?;
+        let reactor_admin =
+            reactor::admin_endpoints(engine.service(), &prefix).await.map_err(|e| Error::Service(e.to_string()))?;
         let stop = engine.stop_token();
         engine.own(tokio::spawn(eddy_projections::serve_queries(query, prefix, views.clone(), stop.clone())));
-        engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop)));
+        engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop.clone())));
+        engine.own(tokio::spawn(reactor::serve_admin(reactor_admin, reactors.clone(), stop)));
         runtime::round_trip(engine.client()).await?;
-        Ok(Running { engine, views, settings })
+        Ok(Running { engine, views, reactors, settings })
     }
 
     /// The settings it runs.
@@ -74,6 +86,9 @@ impl Running {
         if let Err(e) = self.views.update(&settings.views).await {
             tracing::error!(error = %e, "applying the new views failed");
         }
+        if let Err(e) = self.reactors.update(settings.reactors.clone()).await {
+            tracing::error!(error = %e, "applying the new reactors failed");
+        }
         if settings.engine.aggregates.keys().ne(self.settings.engine.aggregates.keys()) {
             tracing::warn!("aggregate changes take effect after a restart");
         }
@@ -82,6 +97,7 @@ impl Running {
 
     /// Stops: components first, then the engine (which drains and stops its server).
     pub async fn stop(self, immediate: CancellationToken) {
+        self.reactors.stop().await;
         self.views.stop().await;
         self.engine.stop(immediate).await;
     }

@@ -1,6 +1,7 @@
 //! The verbs of the command line.
 
 mod history;
+mod reactors;
 mod send;
 mod views;
 
@@ -13,6 +14,7 @@ use eddy_engine::config::Config;
 use eddy_engine::runtime::Shutdown;
 
 pub use history::history;
+pub use reactors::{reactors, ReactorsAction};
 pub use send::{send, SendHeaders};
 pub use views::{query, views, QueryArgs};
 
@@ -36,10 +38,11 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             let config = &settings.engine;
             let commands: usize = config.aggregates.values().map(|a| a.commands.len()).sum();
             println!(
-                "{}: ok ({} aggregates, {commands} commands, {} views)",
+                "{}: ok ({} aggregates, {commands} commands, {} views, {} reactors)",
                 path.display(),
                 config.aggregates.len(),
-                settings.views.len()
+                settings.views.len(),
+                settings.reactors.len()
             );
             Ok(ExitCode::SUCCESS)
         }

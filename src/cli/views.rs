@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use async_nats::{Client, RequestErrorKind};
 use serde_json::{json, Value};
 
-async fn request(
+pub(super) async fn request(
     config: &Path,
     server: Option<String>,
     subject: impl Fn(&str) -> String,
@@ -26,7 +26,7 @@ async fn request(
     serde_json::from_slice(&reply.payload).context("the reply is not JSON")
 }
 
-fn finish(reply: &Value) -> ExitCode {
+pub(super) fn finish(reply: &Value) -> ExitCode {
     if reply["ok"] == true {
         ExitCode::SUCCESS
     } else {

@@ -79,6 +79,10 @@ impl<T> PatternMap<T> {
         self.entries.iter().map(|(p, _)| p)
     }
 
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -97,7 +97,7 @@ pub trait Entries {
 
 /// A reactor kind's decisions. Implementations are pure: the same event on the same state gives the same
 /// outcome, which is what makes rebuilding from history and offline replay possible.
-pub trait Logic: Send + Sync + 'static {
+pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
     fn name(&self) -> &str;
     /// `rule`, `saga`.
     fn kind(&self) -> &'static str;

@@ -1,0 +1,103 @@
+//! What the reactor kinds share: config helpers that collect every error with its key, and actions.
+
+mod action;
+
+use std::cell::RefCell;
+use std::hash::Hasher;
+
+use eddy_engine::cel::Expr;
+use eddy_engine::config::{from_value, is_token, Config, ConfigErrors, Source};
+use eddy_engine::host::Pattern;
+use figment::value::Value;
+use serde::de::DeserializeOwned;
+
+pub use action::{ActionDef, ActionKind};
+
+/// Retries of a failing event or action before `on_error` applies.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+
+/// Compiles a reactor's parts, recording each problem under its key.
+pub struct Compiler<'a> {
+    source: &'a Source,
+    errors: RefCell<&'a mut ConfigErrors>,
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(source: &'a Source, errors: &'a mut ConfigErrors) -> Self {
+        Self { source, errors: RefCell::new(errors) }
+    }
+
+    /// How many errors are recorded so far.
+    pub fn len(&self) -> usize {
+        self.errors.borrow().len()
+    }
+
+    pub fn push(&self, key: &str, message: impl Into<String>) {
+        self.errors.borrow_mut().push(self.source.file_of(key), key, message);
+    }
+
+    pub fn compile(&self, key: &str, source: &str, vars: &[&str]) -> Option<Expr> {
+        Expr::compile(source, vars).map_err(|e| self.push(key, e.to_string())).ok()
+    }
+
+    pub fn pattern(&self, key: &str, pattern: &str) -> Option<Pattern> {
+        Pattern::parse(pattern).map_err(|m| self.push(key, m)).ok()
+    }
+
+    /// A publish subject: tokens, no wildcards.
+    pub fn subject(&self, key: &str, subject: &str) -> Option<String> {
+        let ok = subject.split('.').all(|t| !t.is_empty() && !t.contains(['*', '>', ' ', '\t']));
+        if !ok {
+            self.push(key, format!("`{subject}` is not a subject to publish to"));
+        }
+        ok.then(|| subject.to_string())
+    }
+
+    /// `<aggregate>.<command>`; one of this config's aggregates must have the command, unless the aggregate
+    /// is decided elsewhere (not in this config at all).
+    pub fn command(&self, key: &str, config: &Config, target: &str) -> Option<ActionKind> {
+        let Some((aggregate, command)) = target.split_once('.').filter(|(a, c)| is_token(a) && is_token(c)) else {
+            self.push(key, format!("`{target}` is not <aggregate>.<command>"));
+            return None;
+        };
+        if let Some(agg) = config.aggregates.get(aggregate) {
+            if !agg.commands.contains_key(command) {
+                self.push(key, format!("aggregate `{aggregate}` has no command `{command}`"));
+                return None;
+            }
+        }
+        Some(ActionKind::Command { aggregate: aggregate.to_string(), command: command.to_string() })
+    }
+}
+
+/// Deserializes `key` strictly, also returning its raw value (for the fingerprint).
+pub fn extract<T: DeserializeOwned>(source: &Source, key: &str, errors: &mut ConfigErrors) -> Option<(T, Value)> {
+    let raw = source.extract::<Value>(key, errors)?;
+    match from_value(key, &raw) {
+        Ok(t) => Some((t, raw)),
+        Err((k, message)) => {
+            errors.push(source.file_of(&k), k, message);
+            None
+        }
+    }
+}
+
+/// The union of the fields of `var` that `exprs` read; `None` if any reads it as a whole.
+pub fn fields_read(var: &str, exprs: &[&Expr]) -> Option<Vec<String>> {
+    let mut all = Vec::new();
+    for e in exprs {
+        if e.uses(var) {
+            all.extend(e.fields_of(var)?);
+        }
+    }
+    all.sort();
+    all.dedup();
+    Some(all)
+}
+
+/// Changes whenever the definition does.
+pub fn fingerprint(raw: &Value) -> String {
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(serde_json::to_string(raw).unwrap_or_default().as_bytes());
+    format!("{:016x}", hasher.finish())
+}

@@ -1,0 +1,97 @@
+//! The `rule` kind: an entry of state per key, updated by CEL per event pattern, and actions that compare
+//! the entry before (`prev`) and after (`state`) the event.
+
+mod config;
+
+use eddy_engine::aggregate::EventMeta;
+use eddy_engine::cel::{fields_to_cel, to_cel, Expr, Vars};
+use eddy_engine::envelope::StoredEvent;
+use eddy_engine::host::reactor::{Entries, Logic, Outcome, Policy};
+use eddy_engine::host::{subject_filters, PatternMap};
+use serde_json::{Map, Value as Json};
+
+pub use config::load;
+
+use crate::common::ActionDef;
+
+/// A compiled rule reactor.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub fingerprint: String,
+    pub policy: Policy,
+    pub on: PatternMap<()>,
+    pub key: Option<Expr>,
+    pub initial: Map<String, Json>,
+    pub update: PatternMap<Expr>,
+    pub then: Vec<ActionDef>,
+    /// Fields each variable is read by (`None`: as a whole); only those are bound.
+    pub event_fields: Option<Vec<String>>,
+    pub meta_fields: Option<Vec<String>>,
+    pub update_state_fields: Option<Vec<String>>,
+    pub then_state_fields: Option<Vec<String>>,
+    pub then_prev_fields: Option<Vec<String>>,
+}
+
+impl Logic for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "rule"
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn filters(&self) -> Vec<String> {
+        subject_filters(self.on.patterns())
+    }
+
+    fn reads(&self, event: &StoredEvent) -> bool {
+        self.on.find(&event.aggregate, &event.event_type).is_some()
+    }
+
+    fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
+        let mut vars = Vars::new();
+        let event_value = match &event.data {
+            Json::Object(map) => fields_to_cel(map, self.event_fields.as_deref()),
+            other => to_cel(other),
+        };
+        vars.set_value("event", event_value).set_value("meta", EventMeta::cel_of(event, self.meta_fields.as_deref()));
+        let key = match &self.key {
+            Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
+            None => event.id.clone(),
+        };
+        if key.is_empty() {
+            return Ok(Outcome::default());
+        }
+        let stored = state.get(&key)?;
+        let prev = stored.clone().unwrap_or_else(|| self.initial.clone());
+        let mut entry = prev.clone();
+        if let Some(update) = self.update.find(&event.aggregate, &event.event_type) {
+            vars.set_value("state", fields_to_cel(&prev, self.update_state_fields.as_deref()));
+            for (k, v) in update.eval_map(&vars).map_err(|e| e.to_string())? {
+                entry.insert(k, v);
+            }
+        }
+        let mut outcome = Outcome::default();
+        if !self.then.is_empty() {
+            vars.set_value("state", fields_to_cel(&entry, self.then_state_fields.as_deref()))
+                .set_value("prev", fields_to_cel(&prev, self.then_prev_fields.as_deref()));
+            for action in &self.then {
+                outcome.actions.extend(action.build(&vars, &key)?);
+            }
+        }
+        if stored.as_ref() != Some(&entry) {
+            outcome.changes.push((key, Some(entry)));
+        }
+        Ok(outcome)
+    }
+}
