@@ -159,13 +159,3 @@ async fn views_added_and_deleted_while_commands_flow() {
     shutdown.graceful.cancel();
     run.await.unwrap().unwrap();
 }
-
-/// Kills a child process when a failing assertion unwinds past it.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: signalling a child this test spawned; harmless if it has exited.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
-}

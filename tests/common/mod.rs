@@ -153,3 +153,65 @@ where
     }
     false
 }
+
+/// Kills a child process when a failing assertion unwinds past it.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child this test spawned; harmless if it has exited.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+/// The status of one reactor from `eddy.admin.reactors` (null if there is none or no engine answers).
+pub async fn reactor_status(client: &Client, name: &str) -> Value {
+    let Ok(msg) = client.request("eddy.admin.reactors", "".into()).await else { return Value::Null };
+    let reply: Value = serde_json::from_slice(&msg.payload).expect("JSON reply");
+    reply["reactors"].as_array().into_iter().flatten().find(|v| v["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+/// Waits until `reactor` has folded every event up to `seq` and run what they caused.
+pub async fn reactor_at(client: &Client, reactor: &str, seq: u64) {
+    let reached = eventually(30, || async {
+        let s = reactor_status(client, reactor).await;
+        s["position"].as_u64().unwrap_or(0) >= seq && s["status"] == "running"
+    })
+    .await;
+    assert!(reached, "{reactor} reaches seq {seq}: {}", reactor_status(client, reactor).await);
+}
+
+/// Every event on one subject.
+pub async fn events_on(client: &Client, subject: &str) -> Vec<eddy_engine::envelope::StoredEvent> {
+    let engine = eddy_engine::config::EngineConfig::default();
+    let store = eddy_engine::store::EventStore::attach(client.clone(), &engine);
+    store.load_subject(subject, 1).await.expect("load")
+}
+
+/// The stream's last sequence.
+pub async fn last_seq(client: &Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("EVENTS").await.expect("stream").info().await.expect("info").state.last_sequence
+}
+
+/// Appends one event straight to the stream, as a faulty or foreign writer would.
+pub async fn append_raw(client: &Client, aggregate: &str, id: &str, event_type: &str, data: Value) -> u64 {
+    let engine = eddy_engine::config::EngineConfig::default();
+    let store = eddy_engine::store::EventStore::open(client.clone(), &engine).await.expect("store");
+    let last = store.last_event(aggregate, id).await.expect("last");
+    let (expected, version) = last.map_or((0, 0), |e| (e.seq, e.version));
+    let event = eddy_engine::envelope::OutgoingEvent {
+        event_type: event_type.to_string(),
+        version: version + 1,
+        time: chrono::Utc::now(),
+        command_id: String::new(),
+        correlation_id: String::new(),
+        causation_id: String::new(),
+        msg_id: uuid::Uuid::new_v4().to_string(),
+        data,
+    };
+    match store.append(aggregate, id, expected, &[event]).await.expect("append") {
+        eddy_engine::store::Appended::Stored { last_seq } => last_seq,
+        other => panic!("append: {other:?}"),
+    }
+}
