@@ -1,8 +1,7 @@
 //! Folding a batch of events into a view copy: documents are read once, changed in memory, and committed
 //! with the batch's bookmark in one sled batch.
 
-use eddy_engine::aggregate::EventMeta;
-use eddy_engine::cel::{fields_to_cel, to_cel, Vars};
+use eddy_engine::cel::EventScope;
 use eddy_engine::envelope::StoredEvent;
 use serde_json::{Map, Value as Json};
 
@@ -27,14 +26,9 @@ pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], las
 /// Applies one event to the in-memory changes of a batch.
 pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, changes: &mut Changes) -> Result<(), String> {
     let Some(handler) = def.on.find(&event.aggregate, &event.event_type) else { return Ok(()) };
-    let mut vars = Vars::new();
-    let event_value = match &event.data {
-        Json::Object(map) => fields_to_cel(map, handler.event_fields.as_deref()),
-        other => to_cel(other),
-    };
-    vars.set_value("event", event_value).set_value("meta", EventMeta::cel_of(event, handler.meta_fields.as_deref()));
+    let scope = || EventScope::new(event).fields(handler.event_fields.as_deref(), handler.meta_fields.as_deref());
     let key = match handler.key.as_ref().or(def.key.as_ref()) {
-        Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
+        Some(expr) => scope().eval_string(expr).map_err(|e| e.to_string())?,
         None => event.id.clone(),
     };
     if key.is_empty() {
@@ -45,8 +39,10 @@ pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, change
         Some(None) => def.initial.clone(),
         None => store.get(&key).map_err(|e| e.to_string())?.unwrap_or_else(|| def.initial.clone()),
     };
-    vars.set_value("doc", fields_to_cel(&doc, handler.doc_fields.as_deref()));
-    let change = handler.update.eval_map_or_null(&vars).map_err(|e| e.to_string())?.map(|update| merge(doc, update));
+    let doc = Json::Object(doc);
+    let update = scope().bind("doc", &doc, handler.doc_fields.as_deref()).eval_map_or_null(&handler.update);
+    let Json::Object(doc) = doc else { unreachable!("documents are objects") };
+    let change = update.map_err(|e| e.to_string())?.map(|update| merge(doc, update));
     changes.insert(key, change);
     Ok(())
 }

@@ -118,3 +118,20 @@ pub fn peak_rss_mb() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// The floor: an ordered consumer that only reads every event of the stream up to `end`.
+pub async fn floor_read(client: &async_nats::Client, stream: &str, end: u64) -> anyhow::Result<f64> {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(client.clone());
+    let started = std::time::Instant::now();
+    let config = OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() };
+    let consumer = js.get_stream(stream).await?.create_consumer(config).await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        if message?.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence >= end {
+            break;
+        }
+    }
+    Ok(end as f64 / started.elapsed().as_secs_f64())
+}

@@ -3,6 +3,7 @@
 
 mod commands;
 mod load;
+mod reactors;
 mod views;
 
 use std::process::ExitCode;
@@ -11,6 +12,8 @@ use std::process::ExitCode;
 pub enum BenchVerb {
     /// Command throughput: bank deposits against a raw request -> direct get -> publish -> reply floor.
     Commands(commands::Args),
+    /// Reactor catch-up (`low-stock`) against a raw ordered-consumer read of the same events.
+    Reactors(reactors::Args),
     /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
     Views(views::Args),
 }
@@ -18,6 +21,7 @@ pub enum BenchVerb {
 pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
     match verb {
         BenchVerb::Commands(args) => commands::run(args).await,
+        BenchVerb::Reactors(args) => reactors::run(args).await,
         BenchVerb::Views(args) => views::run(args).await,
     }
 }

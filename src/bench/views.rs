@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use bytes::Bytes;
 use eddy::Running;
 use eddy_engine::store::EventStore;
@@ -13,7 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{bench_settings, drive, peak_rss_mb, BenchServer, CommonArgs, Run};
+use super::load::{bench_settings, drive, floor_read, peak_rss_mb, BenchServer, CommonArgs, Run};
 
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
 const BALANCES_TOML: &str = include_str!("../../config/examples/bank/projections/balances.toml");
@@ -72,28 +71,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     echo.cancel();
     running.stop(CancellationToken::new()).await;
     report(&args, floor_per_s, eddy_per_s, [&echo_1, &get_1, &echo_64, &get_64])
-}
-
-/// The floor: an ordered consumer that only reads every event.
-async fn floor_read(client: &async_nats::Client, stream: &str, end: u64) -> anyhow::Result<f64> {
-    let js = async_nats::jetstream::new(client.clone());
-    let started = Instant::now();
-    let consumer = js
-        .get_stream(stream)
-        .await?
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            filter_subjects: std::env::var("FLOORF").map(|f| vec![f]).unwrap_or_default(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        if message?.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence >= end {
-            break;
-        }
-    }
-    Ok(end as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A responder that replies with a fixed body: the least a NATS request-reply can cost.

@@ -43,7 +43,7 @@ fn time_entries(entries: &mut HashMap<Key, cel::Value>, time: DateTime<Utc>) {
 
 /// `YYYY-MM-DD`, formatted by hand: chrono's strftime parses its pattern on every call, on the hot path of
 /// every view.
-fn date_of(time: DateTime<Utc>) -> String {
+pub fn date_of(time: DateTime<Utc>) -> String {
     format!("{:04}-{:02}-{:02}", time.year(), time.month(), time.day())
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json};
 
-pub use meta::{CommandMeta, EventMeta};
+pub use meta::{date_of, CommandMeta, EventMeta};
 
 use crate::cel::{self, Expr, Vars};
 use input::Field;

@@ -4,10 +4,13 @@
 //! context built at first use and binds its variables in `new_inner_scope()`.
 
 mod convert;
+mod fast;
+mod scope;
 
 use std::sync::{Arc, LazyLock};
 
 pub use convert::{fields_to_cel, from_cel, map_to_cel, to_cel};
+pub use scope::EventScope;
 use serde_json::Value as Json;
 
 static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(cel::Context::default);
@@ -36,6 +39,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Expr {
     source: Arc<str>,
     program: Arc<cel::Program>,
+    /// The same expression for the direct evaluator, when it is inside its subset.
+    fast: Option<Arc<fast::Node>>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -59,7 +64,8 @@ impl Expr {
         if let Some(name) = unknown.first() {
             return Err(Error::UnknownVariable { name: (*name).to_string(), available: allowed.join(", ") });
         }
-        Ok(Self { source: source.into(), program: Arc::new(program) })
+        let fast = fast::compile(program.expression()).map(Arc::new);
+        Ok(Self { source: source.into(), program: Arc::new(program), fast })
     }
 
     /// The fields of variable `var` the expression reads, when it only ever reads `var.<field>`; `None` when it

@@ -1,7 +1,7 @@
 //! An action as configured (`command`, `publish` or `emit`, with `when` and `data`) and how it becomes the
 //! host's [`Action`] for one event.
 
-use eddy_engine::cel::{Expr, Vars};
+use eddy_engine::cel::{EventScope, Expr};
 use eddy_engine::host::reactor::Action;
 use serde_json::Value as Json;
 
@@ -24,13 +24,13 @@ pub struct ActionDef {
 
 impl ActionDef {
     /// The action for the bound variables, or `None` when `when` does not hold. `key` is where an emit goes.
-    pub fn build(&self, vars: &Vars, key: &str) -> Result<Option<Action>, String> {
+    pub fn build(&self, scope: &EventScope, key: &str) -> Result<Option<Action>, String> {
         if let Some(when) = &self.when {
-            if !when.eval_bool(vars).map_err(|e| e.to_string())? {
+            if !scope.eval_bool(when).map_err(|e| e.to_string())? {
                 return Ok(None);
             }
         }
-        let data = Json::Object(self.data.eval_map(vars).map_err(|e| e.to_string())?);
+        let data = Json::Object(scope.eval_map(&self.data).map_err(|e| e.to_string())?);
         Ok(Some(match &self.kind {
             ActionKind::Command { aggregate, command } => {
                 Action::Command { aggregate: aggregate.clone(), command: command.clone(), data }

@@ -3,8 +3,7 @@
 
 mod config;
 
-use eddy_engine::aggregate::EventMeta;
-use eddy_engine::cel::{fields_to_cel, to_cel, Expr, Vars};
+use eddy_engine::cel::{EventScope, Expr};
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::{Entries, Logic, Outcome, Policy};
 use eddy_engine::host::{subject_filters, PatternMap};
@@ -59,38 +58,35 @@ impl Logic for Rule {
     }
 
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
-        let mut vars = Vars::new();
-        let event_value = match &event.data {
-            Json::Object(map) => fields_to_cel(map, self.event_fields.as_deref()),
-            other => to_cel(other),
-        };
-        vars.set_value("event", event_value).set_value("meta", EventMeta::cel_of(event, self.meta_fields.as_deref()));
+        let scope = || EventScope::new(event).fields(self.event_fields.as_deref(), self.meta_fields.as_deref());
         let key = match &self.key {
-            Some(expr) => expr.eval_string(&vars).map_err(|e| e.to_string())?,
+            Some(expr) => scope().eval_string(expr).map_err(|e| e.to_string())?,
             None => event.id.clone(),
         };
         if key.is_empty() {
             return Ok(Outcome::default());
         }
-        let stored = state.get(&key)?;
-        let prev = stored.clone().unwrap_or_else(|| self.initial.clone());
+        let prev = Json::Object(state.get(&key)?.unwrap_or_else(|| self.initial.clone()));
         let mut entry = prev.clone();
         if let Some(update) = self.update.find(&event.aggregate, &event.event_type) {
-            vars.set_value("state", fields_to_cel(&prev, self.update_state_fields.as_deref()));
-            for (k, v) in update.eval_map(&vars).map_err(|e| e.to_string())? {
-                entry.insert(k, v);
+            let scope = scope().bind("state", &prev, self.update_state_fields.as_deref());
+            let changes = scope.eval_map(update).map_err(|e| e.to_string())?;
+            if let Json::Object(map) = &mut entry {
+                map.extend(changes);
             }
         }
         let mut outcome = Outcome::default();
         if !self.then.is_empty() {
-            vars.set_value("state", fields_to_cel(&entry, self.then_state_fields.as_deref()))
-                .set_value("prev", fields_to_cel(&prev, self.then_prev_fields.as_deref()));
+            let scope = scope()
+                .bind("state", &entry, self.then_state_fields.as_deref())
+                .bind("prev", &prev, self.then_prev_fields.as_deref());
             for action in &self.then {
-                outcome.actions.extend(action.build(&vars, &key)?);
+                outcome.actions.extend(action.build(&scope, &key)?);
             }
         }
-        if stored.as_ref() != Some(&entry) {
-            outcome.changes.push((key, Some(entry)));
+        if entry != prev {
+            let Json::Object(map) = entry else { unreachable!("entries are objects") };
+            outcome.changes.push((key, Some(map)));
         }
         Ok(outcome)
     }
