@@ -44,7 +44,9 @@ async fn publish_all(
         h.insert("Eddy-Version", versions[i].to_string().as_str());
         h.insert("Eddy-Time", "2026-01-02T03:04:05.000000Z");
         h.insert("Eddy-Command-Id", format!("seed-{i}-{}", versions[i]).as_str());
-        acks.push(js.publish_with_headers(format!("events.{aggregate}.{prefix}-{i}"), h, data.to_string().into()).await?);
+        acks.push(
+            js.publish_with_headers(format!("events.{aggregate}.{prefix}-{i}"), h, data.to_string().into()).await?,
+        );
         if acks.len() == 2000 {
             for ack in acks.drain(..) {
                 ack.await?;

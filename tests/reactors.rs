@@ -162,7 +162,8 @@ async fn history_builds_state_without_effects_and_rebuilds_never_repeat() {
     assert_eq!(alerts.drain().await.len(), 1);
 
     // An operator rebuild: the state comes back, the alert does not repeat.
-    let reply = c.request("eddy.admin.reactors.rebuild", json!({"name": "low-stock"}).to_string().into()).await.unwrap();
+    let reply =
+        c.request("eddy.admin.reactors.rebuild", json!({"name": "low-stock"}).to_string().into()).await.unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&reply.payload).unwrap()["ok"], true);
     reactor_at(&c, "low-stock", live.body["seq"].as_u64().unwrap()).await;
     assert_eq!(alerts.drain().await.len(), 1, "a rebuild repeats nothing");
@@ -319,8 +320,12 @@ async fn reactors_lists_every_reactor() {
     let eddy = engine(&example("inventory", &nats.url(), nats.dir.path())).await;
     let msg = c.request("eddy.admin.reactors", "".into()).await.unwrap();
     let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
-    let names: BTreeMap<String, Value> =
-        reply["reactors"].as_array().unwrap().iter().map(|r| (r["name"].as_str().unwrap().to_string(), r.clone())).collect();
+    let names: BTreeMap<String, Value> = reply["reactors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r.clone()))
+        .collect();
     assert_eq!(names.keys().collect::<Vec<_>>(), ["auto-reorder", "low-stock"]);
     for key in ["kind", "status", "position", "lag", "parked", "commands", "rejected", "publishes", "emits"] {
         assert!(names["low-stock"].get(key).is_some(), "{key} is shown");

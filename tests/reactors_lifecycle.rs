@@ -103,8 +103,11 @@ async fn sigkill_at_random_points_loses_and_repeats_no_effect() {
             }
             for i in 0..800 {
                 let id = format!("p{}", rng.below(PRODUCTS as u64));
-                let (target, quantity) =
-                    if rng.below(4) == 0 { ("product.restock", 1 + rng.below(20)) } else { ("product.reduce", 1 + rng.below(8)) };
+                let (target, quantity) = if rng.below(4) == 0 {
+                    ("product.restock", 1 + rng.below(20))
+                } else {
+                    ("product.reduce", 1 + rng.below(8))
+                };
                 send_until_answered(&c, target, json!({"id": id, "quantity": quantity}), &format!("op-{i}")).await;
             }
         })

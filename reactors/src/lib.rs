@@ -23,7 +23,11 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
             continue;
         }
         if config.aggregates.contains_key(&name) {
-            errors.push(source.file_of(&key), &key, "a reactor cannot share its name with an aggregate (its emits go to events.<name>.*)");
+            errors.push(
+                source.file_of(&key),
+                &key,
+                "a reactor cannot share its name with an aggregate (its emits go to events.<name>.*)",
+            );
             continue;
         }
         let kind = source.extract::<Value>(&format!("{key}.kind"), &mut ConfigErrors::default());
@@ -38,7 +42,11 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
                 format!("{key}.kind"),
                 format!("unknown kind `{other}` (expected one of: {})", KINDS.join(", ")),
             ),
-            None => errors.push(source.file_of(&key), format!("{key}.kind"), format!("missing (one of: {})", KINDS.join(", "))),
+            None => errors.push(
+                source.file_of(&key),
+                format!("{key}.kind"),
+                format!("missing (one of: {})", KINDS.join(", ")),
+            ),
         }
     }
     out

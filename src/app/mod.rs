@@ -25,9 +25,10 @@ pub struct Settings {
 
 /// Loads and validates every section of the config at `path`, reporting every error at once.
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-    let (engine, (views, reactors)) = Config::load_with(path, &["projections", "reactors"], |source, config, errors| {
-        (eddy_projections::load(source, errors), eddy_reactors::load(source, config, errors))
-    })?;
+    let (engine, (views, reactors)) =
+        Config::load_with(path, &["projections", "reactors"], |source, config, errors| {
+            (eddy_projections::load(source, errors), eddy_reactors::load(source, config, errors))
+        })?;
     Ok(Settings { engine, views, reactors })
 }
 

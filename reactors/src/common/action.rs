@@ -8,10 +8,16 @@ use serde_json::Value as Json;
 /// What an action does.
 #[derive(Debug, Clone)]
 pub enum ActionKind {
-    Command { aggregate: String, command: String },
+    Command {
+        aggregate: String,
+        command: String,
+    },
     Publish(String),
     /// To `events.<aggregate>.<key>`, where `aggregate` is the reactor's name.
-    Emit { aggregate: String, event_type: String },
+    Emit {
+        aggregate: String,
+        event_type: String,
+    },
 }
 
 /// A configured action.

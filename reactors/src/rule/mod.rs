@@ -77,9 +77,11 @@ impl Logic for Rule {
         }
         let mut outcome = Outcome::default();
         if !self.then.is_empty() {
-            let scope = scope()
-                .bind("state", &entry, self.then_state_fields.as_deref())
-                .bind("prev", &prev, self.then_prev_fields.as_deref());
+            let scope = scope().bind("state", &entry, self.then_state_fields.as_deref()).bind(
+                "prev",
+                &prev,
+                self.then_prev_fields.as_deref(),
+            );
             for action in &self.then {
                 outcome.actions.extend(action.build(&scope, &key)?);
             }

@@ -120,8 +120,7 @@ impl Effects {
             h.insert(headers::CORRELATION_ID, p.correlation_id.as_str());
         }
         let subject = format!("{}.cmd.{aggregate}.{command}", self.api_prefix);
-        let request =
-            async_nats::Request::new().headers(h).payload(body.into()).timeout(Some(Duration::from_secs(10)));
+        let request = async_nats::Request::new().headers(h).payload(body.into()).timeout(Some(Duration::from_secs(10)));
         let reply = self.client.send_request(subject.clone(), request).await.map_err(|e| match e.kind() {
             RequestErrorKind::NoResponders => Failed::Transient(format!("no engine serves {subject}")),
             RequestErrorKind::TimedOut => Failed::Transient(format!("{subject} timed out")),

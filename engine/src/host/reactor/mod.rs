@@ -16,8 +16,8 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
-pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use runner::Status;
+pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};
 pub use watermark::{bucket_name, Mark};
 

@@ -2,6 +2,7 @@
 //! outbox, advance the watermark. Reading runs in a second task joined by a short queue, so the next batch
 //! arrives while this one is decided.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,18 +86,32 @@ enum Flow {
     Cancelled,
 }
 
+/// Committed entries kept in memory, so that a catch-up over many keys does not read each from sled again
+/// in every batch. Cleared when it grows past this many.
+const CACHE_MAX: usize = 100_000;
+
 /// The entries of a batch in progress over the committed ones.
 struct Overlay<'a> {
     changes: &'a Changes,
+    cache: &'a std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
     state: &'a ReactorState,
 }
 
 impl Entries for Overlay<'_> {
     fn get(&self, key: &str) -> Result<Option<Map<String, Json>>, String> {
-        match self.changes.get(key) {
-            Some(entry) => Ok(entry.clone()),
-            None => self.state.get(key).map_err(|e| e.to_string()),
+        if let Some(entry) = self.changes.get(key) {
+            return Ok(entry.clone());
         }
+        let mut cache = self.cache.lock().expect("lock");
+        if let Some(entry) = cache.get(key) {
+            return Ok(entry.clone());
+        }
+        let entry = self.state.get(key).map_err(|e| e.to_string())?;
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key.to_string(), entry.clone());
+        Ok(entry)
     }
 }
 
@@ -119,6 +134,8 @@ struct Runner {
     quiet_until: u64,
     bookmark: u64,
     redrive: bool,
+    /// See [`CACHE_MAX`]; holds only what is committed.
+    cache: std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
 }
 
 impl Runner {
@@ -146,6 +163,7 @@ impl Runner {
             quiet_until: 0,
             bookmark: 0,
             redrive: false,
+            cache: Default::default(),
         };
         // Decisions already committed are honoured, whatever definition made them.
         runner.bookmark = runner.shared.state.bookmark().unwrap_or(0);
@@ -211,7 +229,8 @@ impl Runner {
     /// Reads and decides batches until a failure stops it or it is cancelled.
     async fn follow(&mut self) -> Flow {
         let name = format!("reactor {}", self.name());
-        let mut feed = Feed::new(self.host.effects.store().clone(), self.shared.logic.filters(), self.bookmark + 1, name);
+        let mut feed =
+            Feed::new(self.host.effects.store().clone(), self.shared.logic.filters(), self.bookmark + 1, name);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
         let reading = self.shared.cancel.child_token();
         let stop_reading = reading.clone().drop_guard();
@@ -330,7 +349,7 @@ impl Runner {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
-            let overlay = Overlay { changes, state: &self.shared.state };
+            let overlay = Overlay { changes, cache: &self.cache, state: &self.shared.state };
             match logic.handle(event, &overlay) {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if attempt < logic.policy().max_retries => {
@@ -362,6 +381,14 @@ impl Runner {
                 }
             }
         }
+        let mut cache = self.cache.lock().expect("lock");
+        for (key, entry) in changes {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key.clone(), entry.clone());
+        }
+        drop(cache);
         self.bookmark = bookmark;
         self.shared.position.store(bookmark, Ordering::Relaxed);
         true
@@ -390,7 +417,11 @@ impl Runner {
         if !unconfirmed.is_empty() {
             if let Err(e) = crate::runtime::round_trip(self.host.effects.client()).await {
                 tracing::warn!(reactor = %self.name(), error = %e, "publishes not confirmed; they will be sent again");
-                return if sleep(&self.shared.cancel, Duration::from_millis(500)).await { Flow::Go } else { Flow::Cancelled };
+                return if sleep(&self.shared.cancel, Duration::from_millis(500)).await {
+                    Flow::Go
+                } else {
+                    Flow::Cancelled
+                };
             }
             for pending in &unconfirmed {
                 self.done(pending, None);
@@ -495,7 +526,9 @@ impl Runner {
                 self.mark = mark;
                 self.mark_put = Instant::now();
             }
-            Err(e) => tracing::warn!(reactor = %self.name(), seq = self.bookmark, error = %e, "cannot move the watermark; will try again"),
+            Err(e) => {
+                tracing::warn!(reactor = %self.name(), seq = self.bookmark, error = %e, "cannot move the watermark; will try again")
+            }
         }
     }
 
@@ -518,7 +551,9 @@ impl Runner {
                 None => {
                     let store = self.host.effects.store().clone();
                     let cancel = self.shared.cancel.clone();
-                    let event = retry_forever(&cancel, self.name(), "reading a parked event", || store.event_at(item.seq)).await;
+                    let event =
+                        retry_forever(&cancel, self.name(), "reading a parked event", || store.event_at(item.seq))
+                            .await;
                     let Some(event) = event else { return Flow::Cancelled };
                     let Some(event) = event else {
                         tracing::error!(reactor = %self.name(), seq = item.seq, "the parked event is no longer in the stream; dropped");

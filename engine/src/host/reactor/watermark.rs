@@ -42,8 +42,7 @@ impl Watermarks {
     /// Creates the bucket if needed.
     pub async fn open(js: &jetstream::Context, stream: &str, replicas: usize) -> Result<Self> {
         let bucket = bucket_name(stream);
-        let config =
-            kv::Config { bucket: bucket.clone(), history: 1, num_replicas: replicas, ..Default::default() };
+        let config = kv::Config { bucket: bucket.clone(), history: 1, num_replicas: replicas, ..Default::default() };
         let kv = js
             .create_or_update_key_value(config)
             .await
@@ -61,7 +60,10 @@ impl Watermarks {
 
     pub async fn put(&self, name: &str, mark: Mark) -> Result<()> {
         let bytes = serde_json::to_vec(&mark).expect("serializes");
-        self.kv.put(name, bytes.into()).await.map_err(|e| Error::Entry { name: name.to_string(), message: e.to_string() })?;
+        self.kv
+            .put(name, bytes.into())
+            .await
+            .map_err(|e| Error::Entry { name: name.to_string(), message: e.to_string() })?;
         Ok(())
     }
 
