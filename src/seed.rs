@@ -63,18 +63,18 @@ async fn publish_all(
 /// round-robin over them, with up to 2000 acks in flight. Returns each account's final balance.
 pub async fn seed_bank(client: &Client, accounts: usize, deposits: usize) -> Result<Vec<i64>, async_nats::Error> {
     let accounts = accounts.max(1);
+    let amount = |n: usize| (n % 7 + 1) as i64;
+    let events = (0..accounts + deposits).map(|i| {
+        if i < accounts {
+            return (i, "AccountOpened", json!({"owner": format!("o{i}")}));
+        }
+        let n = i - accounts;
+        (n % accounts, "MoneyDeposited", json!({"amount": amount(n)}))
+    });
+    publish_all(client, "account", "acct", accounts, events).await?;
     let mut balances = vec![0i64; accounts];
-    let events: Vec<_> = (0..accounts + deposits)
-        .map(|i| {
-            if i < accounts {
-                return (i, "AccountOpened", json!({"owner": format!("o{i}")}));
-            }
-            let n = i - accounts;
-            let amount = (n % 7 + 1) as i64;
-            balances[n % accounts] += amount;
-            (n % accounts, "MoneyDeposited", json!({"amount": amount}))
-        })
-        .collect();
-    publish_all(client, "account", "acct", accounts, events.into_iter()).await?;
+    for n in 0..deposits {
+        balances[n % accounts] += amount(n);
+    }
     Ok(balances)
 }

@@ -11,7 +11,6 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::effects::{Done, Failed};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
 use super::{effect_id, Effects, Entries, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
@@ -21,8 +20,8 @@ use crate::host::{Batch, Feed};
 /// Events decided per sled batch during catch-up.
 const BATCH: usize = 8192;
 /// How often the watermark follows a bookmark that moved without actions.
-const MARK_EVERY: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const MARK_EVERY: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What operators see a reactor doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +66,7 @@ impl Shared {
         self.logic.name()
     }
 
-    fn set_status(&self, status: Status) {
+    pub(super) fn set_status(&self, status: Status) {
         *self.status.lock().expect("lock") = status;
     }
 }
@@ -79,7 +78,7 @@ pub struct Host {
 }
 
 /// How a step ended.
-enum Flow {
+pub(super) enum Flow {
     Go,
     /// Stopped by `on_error = "stop"`: wait for a retry.
     Failed,
@@ -125,17 +124,17 @@ pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
     runner.finish().await;
 }
 
-struct Runner {
-    shared: Arc<Shared>,
-    host: Arc<Host>,
-    mark: Mark,
-    mark_put: Instant,
+pub(super) struct Runner {
+    pub(super) shared: Arc<Shared>,
+    pub(super) host: Arc<Host>,
+    pub(super) mark: Mark,
+    pub(super) mark_put: Instant,
     /// Actions of events up to here are not run: history at deployment, or already handled.
-    quiet_until: u64,
-    bookmark: u64,
-    redrive: bool,
+    pub(super) quiet_until: u64,
+    pub(super) bookmark: u64,
+    pub(super) redrive: bool,
     /// See [`CACHE_MAX`]; holds only what is committed.
-    cache: std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
+    pub(super) cache: std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
 }
 
 impl Runner {
@@ -202,11 +201,11 @@ impl Runner {
         Some(runner)
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         self.shared.name()
     }
 
-    fn set_running(&self) {
+    pub(super) fn set_running(&self) {
         let status = if self.bookmark < self.quiet_until { Status::Rebuilding } else { Status::Running };
         self.shared.set_status(status);
     }
@@ -318,7 +317,7 @@ impl Runner {
     }
 
     /// Applies a decision to the batch in progress; its actions go to the outbox unless the event is quiet.
-    fn accept(
+    pub(super) fn accept(
         &self,
         event: &StoredEvent,
         outcome: Outcome,
@@ -344,7 +343,7 @@ impl Runner {
     }
 
     /// Decides one event, retrying a failure with backoff. `Err(None)`: cancelled.
-    async fn decide(&self, event: &StoredEvent, changes: &Changes) -> Result<Outcome, Option<String>> {
+    pub(super) async fn decide(&self, event: &StoredEvent, changes: &Changes) -> Result<Outcome, Option<String>> {
         let logic = &self.shared.logic;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
@@ -366,7 +365,13 @@ impl Runner {
     }
 
     /// Commits, retrying a failing disk until it works; false if cancelled first.
-    async fn commit(&mut self, changes: &Changes, bookmark: u64, outbox: &[Pending], parked: &[Parked]) -> bool {
+    pub(super) async fn commit(
+        &mut self,
+        changes: &Changes,
+        bookmark: u64,
+        outbox: &[Pending],
+        parked: &[Parked],
+    ) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             let counters = self.shared.counters.lock().expect("lock").clone();
@@ -394,189 +399,6 @@ impl Runner {
         true
     }
 
-    /// Runs the outbox in order.
-    async fn drain(&mut self) -> Flow {
-        let outbox = match self.shared.state.outbox() {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(reactor = %self.name(), error = %e, "cannot read the outbox");
-                self.shared.set_status(Status::Failed(format!("outbox: {e}")));
-                return Flow::Failed;
-            }
-        };
-        let ran = !outbox.is_empty();
-        // Publishes leave the outbox only once the server is known to have them.
-        let mut unconfirmed = Vec::new();
-        for pending in outbox {
-            match self.run_action(&pending).await {
-                Ok(Some(Done::Published)) => unconfirmed.push(pending),
-                Ok(_) => {}
-                Err(flow) => return flow,
-            }
-        }
-        if !unconfirmed.is_empty() {
-            if let Err(e) = crate::runtime::round_trip(self.host.effects.client()).await {
-                tracing::warn!(reactor = %self.name(), error = %e, "publishes not confirmed; they will be sent again");
-                return if sleep(&self.shared.cancel, Duration::from_millis(500)).await {
-                    Flow::Go
-                } else {
-                    Flow::Cancelled
-                };
-            }
-            for pending in &unconfirmed {
-                self.done(pending, None);
-            }
-        }
-        if ran {
-            self.advance_mark(true).await;
-        }
-        Flow::Go
-    }
-
-    /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
-    /// every other `Ok` has left the outbox.
-    async fn run_action(&mut self, pending: &Pending) -> Result<Option<Done>, Flow> {
-        let policy = self.shared.logic.policy().clone();
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            match self.host.effects.run(self.name(), pending).await {
-                Ok(done) => {
-                    self.count(pending, &done);
-                    if done != Done::Published {
-                        self.done(pending, None);
-                    }
-                    return Ok(Some(done));
-                }
-                Err(Failed::Disconnected(e)) => {
-                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, retry_in = ?backoff, "NATS unreachable; retrying the action");
-                }
-                Err(Failed::Transient(e)) if attempt < policy.max_retries => {
-                    attempt += 1;
-                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, attempt, error = %e, "action failed; retrying");
-                }
-                Err(Failed::Transient(e) | Failed::Permanent(e)) => {
-                    return self.action_failed(pending, e, policy.on_error).map(|()| None);
-                }
-            }
-            if !sleep(&self.shared.cancel, backoff).await {
-                return Err(Flow::Cancelled);
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    fn action_failed(&mut self, pending: &Pending, error: String, on_error: OnError) -> Result<(), Flow> {
-        let (name, seq, effect) = (self.name().to_string(), pending.seq, pending.id.as_str());
-        match on_error {
-            OnError::Skip => {
-                self.shared.counters.lock().expect("lock").skipped += 1;
-                tracing::error!(reactor = %name, seq, %effect, %error, "action skipped after retries");
-                self.done(pending, None);
-                Ok(())
-            }
-            OnError::Park => {
-                tracing::error!(reactor = %name, seq, %effect, %error, "action parked after retries");
-                let parked = Parked { seq, action: Some(pending.clone()), error };
-                self.done(pending, Some(&parked));
-                Ok(())
-            }
-            OnError::Stop => {
-                tracing::error!(reactor = %name, seq, %effect, %error, "reactor stopped at this action after retries");
-                self.shared.set_status(Status::Failed(format!("seq {seq}: {effect}: {error}")));
-                Err(Flow::Failed)
-            }
-        }
-    }
-
-    fn count(&self, pending: &Pending, done: &Done) {
-        let mut c = self.shared.counters.lock().expect("lock");
-        match done {
-            Done::Command(None) => c.commands += 1,
-            Done::Command(Some(rejection)) => {
-                c.commands += 1;
-                c.rejected += 1;
-                tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, reason = %rejection.message, "command rejected");
-            }
-            Done::Published => c.publishes += 1,
-            Done::Emitted => c.emits += 1,
-        }
-    }
-
-    fn done(&self, pending: &Pending, parked: Option<&Parked>) {
-        let counters = self.shared.counters.lock().expect("lock").clone();
-        if let Err(e) = self.shared.state.done(pending, parked, &counters) {
-            // It stays in the outbox and runs again later: harmless, the effect id dedups it.
-            tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, "cannot clear an outbox entry");
-        }
-    }
-
-    /// Moves the watermark up to the bookmark once the outbox is empty: at once after actions ran, at most
-    /// every second otherwise.
-    async fn advance_mark(&mut self, now: bool) {
-        if self.shared.state.outbox().map(|o| !o.is_empty()).unwrap_or(true) || self.bookmark <= self.mark.handled_seq {
-            return;
-        }
-        if !now && self.mark_put.elapsed() < MARK_EVERY {
-            return;
-        }
-        let mark = Mark { handled_seq: self.bookmark, ..self.mark };
-        match self.host.watermarks.put(self.name(), mark).await {
-            Ok(()) => {
-                self.mark = mark;
-                self.mark_put = Instant::now();
-            }
-            Err(e) => {
-                tracing::warn!(reactor = %self.name(), seq = self.bookmark, error = %e, "cannot move the watermark; will try again")
-            }
-        }
-    }
-
-    /// Re-drives parked events and actions (`eddy reactors retry`).
-    async fn redrive_parked(&mut self) -> Flow {
-        let items = self.shared.state.parked().unwrap_or_default();
-        if !items.is_empty() {
-            tracing::info!(reactor = %self.name(), count = items.len(), "re-driving parked items");
-        }
-        for item in items {
-            if let Err(e) = self.shared.state.unpark(&item) {
-                tracing::error!(reactor = %self.name(), seq = item.seq, error = %e, "cannot unpark");
-                continue;
-            }
-            let mut changes = Changes::new();
-            let mut outbox = Vec::new();
-            let mut parked = Vec::new();
-            match item.action {
-                Some(pending) => outbox.push(pending),
-                None => {
-                    let store = self.host.effects.store().clone();
-                    let cancel = self.shared.cancel.clone();
-                    let event =
-                        retry_forever(&cancel, self.name(), "reading a parked event", || store.event_at(item.seq))
-                            .await;
-                    let Some(event) = event else { return Flow::Cancelled };
-                    let Some(event) = event else {
-                        tracing::error!(reactor = %self.name(), seq = item.seq, "the parked event is no longer in the stream; dropped");
-                        continue;
-                    };
-                    match self.decide(&event, &changes).await {
-                        Ok(outcome) => self.accept(&event, outcome, &mut changes, &mut outbox, true),
-                        Err(None) => return Flow::Cancelled,
-                        Err(Some(error)) => {
-                            tracing::error!(reactor = %self.name(), seq = item.seq, %error, "the parked event failed again; parked");
-                            parked.push(Parked { seq: item.seq, action: None, error });
-                        }
-                    }
-                }
-            }
-            let bookmark = self.bookmark;
-            if !self.commit(&changes, bookmark, &outbox, &parked).await {
-                return Flow::Cancelled;
-            }
-        }
-        self.drain().await
-    }
-
     /// Waits for `eddy reactors retry`; false if cancelled first.
     async fn wait_for_retry(&mut self) -> bool {
         tokio::select! {
@@ -600,7 +422,7 @@ impl Runner {
 }
 
 /// Sleeps unless cancelled first; false if cancelled.
-async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
+pub(super) async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => false,
         _ = tokio::time::sleep(duration) => true,
@@ -609,7 +431,7 @@ async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
 
 /// Retries `f` with backoff until it works; `None` if cancelled first. For talking to NATS, which a reactor
 /// waits for for as long as it takes.
-async fn retry_forever<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+pub(super) async fn retry_forever<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
     cancel: &CancellationToken,
     reactor: &str,
     what: &str,

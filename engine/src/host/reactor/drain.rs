@@ -1,0 +1,195 @@
+//! Running the outbox: each action with retries and the error policy, then the watermark; and re-driving
+//! what was parked.
+
+use std::time::{Duration, Instant};
+
+use super::effects::{Done, Failed};
+use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_BACKOFF};
+use super::state::Changes;
+use super::watermark::Mark;
+use super::{OnError, Parked, Pending};
+
+impl Runner {
+    /// Runs the outbox in order.
+    pub(super) async fn drain(&mut self) -> Flow {
+        let outbox = match self.shared.state.outbox() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(reactor = %self.name(), error = %e, "cannot read the outbox");
+                self.shared.set_status(Status::Failed(format!("outbox: {e}")));
+                return Flow::Failed;
+            }
+        };
+        let ran = !outbox.is_empty();
+        // Publishes leave the outbox only once the server is known to have them.
+        let mut unconfirmed = Vec::new();
+        for pending in outbox {
+            match self.run_action(&pending).await {
+                Ok(Some(Done::Published)) => unconfirmed.push(pending),
+                Ok(_) => {}
+                Err(flow) => return flow,
+            }
+        }
+        if !unconfirmed.is_empty() {
+            if let Err(e) = crate::runtime::round_trip(self.host.effects.client()).await {
+                tracing::warn!(reactor = %self.name(), error = %e, "publishes not confirmed; they will be sent again");
+                return if sleep(&self.shared.cancel, Duration::from_millis(500)).await {
+                    Flow::Go
+                } else {
+                    Flow::Cancelled
+                };
+            }
+            for pending in &unconfirmed {
+                self.done(pending, None);
+            }
+        }
+        if ran {
+            self.advance_mark(true).await;
+        }
+        Flow::Go
+    }
+
+    /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
+    /// every other `Ok` has left the outbox.
+    pub(super) async fn run_action(&mut self, pending: &Pending) -> Result<Option<Done>, Flow> {
+        let policy = self.shared.logic.policy().clone();
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match self.host.effects.run(self.name(), pending).await {
+                Ok(done) => {
+                    self.count(pending, &done);
+                    if done != Done::Published {
+                        self.done(pending, None);
+                    }
+                    return Ok(Some(done));
+                }
+                Err(Failed::Disconnected(e)) => {
+                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, retry_in = ?backoff, "NATS unreachable; retrying the action");
+                }
+                Err(Failed::Transient(e)) if attempt < policy.max_retries => {
+                    attempt += 1;
+                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, attempt, error = %e, "action failed; retrying");
+                }
+                Err(Failed::Transient(e) | Failed::Permanent(e)) => {
+                    return self.action_failed(pending, e, policy.on_error).map(|()| None);
+                }
+            }
+            if !sleep(&self.shared.cancel, backoff).await {
+                return Err(Flow::Cancelled);
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    pub(super) fn action_failed(&mut self, pending: &Pending, error: String, on_error: OnError) -> Result<(), Flow> {
+        let (name, seq, effect) = (self.name().to_string(), pending.seq, pending.id.as_str());
+        match on_error {
+            OnError::Skip => {
+                self.shared.counters.lock().expect("lock").skipped += 1;
+                tracing::error!(reactor = %name, seq, %effect, %error, "action skipped after retries");
+                self.done(pending, None);
+                Ok(())
+            }
+            OnError::Park => {
+                tracing::error!(reactor = %name, seq, %effect, %error, "action parked after retries");
+                let parked = Parked { seq, action: Some(pending.clone()), error };
+                self.done(pending, Some(&parked));
+                Ok(())
+            }
+            OnError::Stop => {
+                tracing::error!(reactor = %name, seq, %effect, %error, "reactor stopped at this action after retries");
+                self.shared.set_status(Status::Failed(format!("seq {seq}: {effect}: {error}")));
+                Err(Flow::Failed)
+            }
+        }
+    }
+
+    pub(super) fn count(&self, pending: &Pending, done: &Done) {
+        let mut c = self.shared.counters.lock().expect("lock");
+        match done {
+            Done::Command(None) => c.commands += 1,
+            Done::Command(Some(rejection)) => {
+                c.commands += 1;
+                c.rejected += 1;
+                tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, reason = %rejection.message, "command rejected");
+            }
+            Done::Published => c.publishes += 1,
+            Done::Emitted => c.emits += 1,
+        }
+    }
+
+    pub(super) fn done(&self, pending: &Pending, parked: Option<&Parked>) {
+        let counters = self.shared.counters.lock().expect("lock").clone();
+        if let Err(e) = self.shared.state.done(pending, parked, &counters) {
+            // It stays in the outbox and runs again later: harmless, the effect id dedups it.
+            tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, "cannot clear an outbox entry");
+        }
+    }
+
+    /// Moves the watermark up to the bookmark once the outbox is empty: at once after actions ran, at most
+    /// every second otherwise.
+    pub(super) async fn advance_mark(&mut self, now: bool) {
+        if self.shared.state.outbox().map(|o| !o.is_empty()).unwrap_or(true) || self.bookmark <= self.mark.handled_seq {
+            return;
+        }
+        if !now && self.mark_put.elapsed() < MARK_EVERY {
+            return;
+        }
+        let mark = Mark { handled_seq: self.bookmark, ..self.mark };
+        match self.host.watermarks.put(self.name(), mark).await {
+            Ok(()) => {
+                self.mark = mark;
+                self.mark_put = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(reactor = %self.name(), seq = self.bookmark, error = %e, "cannot move the watermark; will try again")
+            }
+        }
+    }
+
+    /// Re-drives parked events and actions (`eddy reactors retry`).
+    pub(super) async fn redrive_parked(&mut self) -> Flow {
+        let items = self.shared.state.parked().unwrap_or_default();
+        if !items.is_empty() {
+            tracing::info!(reactor = %self.name(), count = items.len(), "re-driving parked items");
+        }
+        for item in items {
+            if let Err(e) = self.shared.state.unpark(&item) {
+                tracing::error!(reactor = %self.name(), seq = item.seq, error = %e, "cannot unpark");
+                continue;
+            }
+            let mut changes = Changes::new();
+            let mut outbox = Vec::new();
+            let mut parked = Vec::new();
+            match item.action {
+                Some(pending) => outbox.push(pending),
+                None => {
+                    let store = self.host.effects.store().clone();
+                    let cancel = self.shared.cancel.clone();
+                    let event =
+                        retry_forever(&cancel, self.name(), "reading a parked event", || store.event_at(item.seq))
+                            .await;
+                    let Some(event) = event else { return Flow::Cancelled };
+                    let Some(event) = event else {
+                        tracing::error!(reactor = %self.name(), seq = item.seq, "the parked event is no longer in the stream; dropped");
+                        continue;
+                    };
+                    match self.decide(&event, &changes).await {
+                        Ok(outcome) => self.accept(&event, outcome, &mut changes, &mut outbox, true),
+                        Err(None) => return Flow::Cancelled,
+                        Err(Some(error)) => {
+                            tracing::error!(reactor = %self.name(), seq = item.seq, %error, "the parked event failed again; parked");
+                            parked.push(Parked { seq: item.seq, action: None, error });
+                        }
+                    }
+                }
+            }
+            let bookmark = self.bookmark;
+            if !self.commit(&changes, bookmark, &outbox, &parked).await {
+                return Flow::Cancelled;
+            }
+        }
+        self.drain().await
+    }
+}
