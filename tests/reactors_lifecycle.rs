@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,18 +58,7 @@ async fn sigkill_at_random_points_loses_and_repeats_no_effect() {
     let nats = TestServer::start().await;
     let c = nats.client().await;
     let data = tempfile::tempdir().unwrap();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["run", "--config"])
-            .arg(root().join("config/examples/inventory"))
-            .env("EDDY_NATS__URL", nats.url())
-            .env("EDDY_ENGINE__DATA_DIR", data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_eddy(&root().join("config/examples/inventory"), &nats.url(), data.path());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     println!("seed {seed}");
     let mut rng = Rng(seed);

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -20,18 +19,7 @@ async fn a_view_killed_mid_catch_up_is_exact_after_restart() {
     let end = js.get_stream("EVENTS").await.unwrap().info().await.unwrap().state.last_sequence;
 
     let data = tempfile::tempdir().unwrap();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["run", "--config"])
-            .arg(root().join("config/examples/bank"))
-            .env("EDDY_NATS__URL", nats.url())
-            .env("EDDY_ENGINE__DATA_DIR", data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_eddy(&root().join("config/examples/bank"), &nats.url(), data.path());
     let mut first = spawn();
     let _first_guard = KillOnDrop(first.id());
     let mut position = 0;

@@ -215,3 +215,17 @@ pub async fn append_raw(client: &Client, aggregate: &str, id: &str, event_type: 
         other => panic!("append: {other:?}"),
     }
 }
+
+/// Runs the `eddy` binary on `config` against `url`, with its state in `data`.
+pub fn spawn_eddy(config: &Path, url: &str, data: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("EDDY_NATS__URL", url)
+        .env("EDDY_ENGINE__DATA_DIR", data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("eddy starts")
+}

@@ -97,6 +97,28 @@ impl Feed {
         }
     }
 
+    /// Reads on in a task of its own, so the next batch arrives while the caller works on this one. The
+    /// task ends when `cancel` is cancelled or the receiver is dropped.
+    pub fn spawn(
+        mut self,
+        max: usize,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::sync::mpsc::Receiver<Batch> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    batch = self.next_batch(max) => batch,
+                };
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     fn fail(&mut self, error: &str) {
         self.messages = None;
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));

@@ -56,13 +56,19 @@ impl EventStore {
 
     /// The event at `seq`, if there is one (parked events are re-read by their seq).
     pub async fn event_at(&self, seq: u64) -> Result<Option<StoredEvent>> {
-        #[derive(Serialize)]
-        struct At {
-            seq: u64,
-        }
+        self.direct_get_one(serde_json::json!({ "seq": seq })).await
+    }
+
+    /// The last event of `events.<aggregate>.<id>`, if any: where a writer that is not an aggregate (a
+    /// reactor's emit) continues the subject's versions from.
+    pub async fn last_event(&self, aggregate: &str, id: &str) -> Result<Option<StoredEvent>> {
+        self.direct_get_one(serde_json::json!({ "last_by_subj": subject(aggregate, id) })).await
+    }
+
+    /// One Direct Get request answered by at most one message.
+    async fn direct_get_one(&self, body: serde_json::Value) -> Result<Option<StoredEvent>> {
         let api = format!("$JS.API.DIRECT.GET.{}", self.stream);
-        let body = serde_json::to_vec(&At { seq }).expect("serializes");
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
+        let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(self.timeout));
         let msg = self.client.send_request(api, request).await.map_err(|e| Error::Unavailable(e.to_string()))?;
         match msg.status.map(|s| s.as_u16()) {
             Some(404) => return Ok(None),
@@ -72,35 +78,10 @@ impl EventStore {
             _ => {}
         }
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
-        let subject = header("Nats-Subject").unwrap_or_default();
-        Ok(Some(StoredEvent::from_parts(seq, &subject, msg.headers.as_ref(), &msg.payload)?))
-    }
-
-    /// The last event of `events.<aggregate>.<id>`, if any: where a writer that is not an aggregate (a
-    /// reactor's emit) continues the subject's versions from.
-    pub async fn last_event(&self, aggregate: &str, id: &str) -> Result<Option<StoredEvent>> {
-        #[derive(Serialize)]
-        struct Last<'a> {
-            last_by_subj: &'a str,
-        }
-        let subject = subject(aggregate, id);
-        let api = format!("$JS.API.DIRECT.GET.{}", self.stream);
-        let body = serde_json::to_vec(&Last { last_by_subj: &subject }).expect("serializes");
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(self.timeout));
-        let msg = self.client.send_request(api, request).await.map_err(|e| Error::Unavailable(e.to_string()))?;
-        match msg.status.map(|s| s.as_u16()) {
-            Some(404) => return Ok(None),
-            Some(code) if code >= 300 => {
-                return Err(Error::JetStream(format!("direct get {code} {}", msg.description.unwrap_or_default())))
-            }
-            _ => {}
-        }
-        let seq = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Sequence"))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
+        let seq = header("Nats-Sequence")
+            .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| Error::JetStream("direct get reply without Nats-Sequence".into()))?;
+        let subject = header("Nats-Subject").unwrap_or_default();
         Ok(Some(StoredEvent::from_parts(seq, &subject, msg.headers.as_ref(), &msg.payload)?))
     }
 

@@ -228,22 +228,10 @@ impl Runner {
     /// Reads and decides batches until a failure stops it or it is cancelled.
     async fn follow(&mut self) -> Flow {
         let name = format!("reactor {}", self.name());
-        let mut feed =
-            Feed::new(self.host.effects.store().clone(), self.shared.logic.filters(), self.bookmark + 1, name);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(4);
+        let feed = Feed::new(self.host.effects.store().clone(), self.shared.logic.filters(), self.bookmark + 1, name);
         let reading = self.shared.cancel.child_token();
         let stop_reading = reading.clone().drop_guard();
-        tokio::spawn(async move {
-            loop {
-                let batch = tokio::select! {
-                    _ = reading.cancelled() => return,
-                    batch = feed.next_batch(BATCH) => batch,
-                };
-                if tx.send(batch).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let mut rx = feed.spawn(BATCH, reading);
         loop {
             if std::mem::take(&mut self.redrive) {
                 match self.redrive_parked().await {
