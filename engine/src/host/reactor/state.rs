@@ -248,7 +248,7 @@ mod tests {
         let parked = Parked { seq: 7, action: Some(pending(7, 1)), error: "boom".into() };
         state.done(&pending(7, 1), Some(&parked), &Counters::default()).unwrap();
         assert_eq!(state.outbox().unwrap().len(), 2);
-        assert_eq!(state.parked().unwrap(), [parked.clone()]);
+        assert_eq!(state.parked().unwrap(), std::slice::from_ref(&parked));
         state.unpark(&parked).unwrap();
         assert_eq!(state.parked_count(), 0);
         state.wipe("f2").unwrap();
