@@ -22,6 +22,40 @@ pub struct Batch {
     pub pending: u64,
 }
 
+/// Messages read but not yet parsed: parsing happens on the receiving side of [`Feed::spawn`], so that the
+/// reading task, which is the bottleneck of a catch-up, does as little as possible.
+struct RawBatch {
+    messages: Vec<(u64, async_nats::jetstream::Message)>,
+    last_seq: u64,
+    pending: u64,
+}
+
+impl RawBatch {
+    fn parse(self, reader: &str) -> Batch {
+        let mut events = Vec::with_capacity(self.messages.len());
+        for (seq, message) in self.messages {
+            match StoredEvent::from_parts(seq, message.subject.as_str(), message.headers.as_ref(), &message.payload) {
+                Ok(event) => events.push(event),
+                Err(e) => tracing::warn!(%reader, seq, error = %e, "skipping a message that is not an eddy event"),
+            }
+        }
+        Batch { events, last_seq: self.last_seq, pending: self.pending }
+    }
+}
+
+/// The receiving side of [`Feed::spawn`].
+pub struct Batches {
+    rx: tokio::sync::mpsc::Receiver<RawBatch>,
+    name: String,
+}
+
+impl Batches {
+    /// The next batch; `None` once the reading task has ended.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        Some(self.rx.recv().await?.parse(&self.name))
+    }
+}
+
 /// An ordered reader of `events.>` (or narrower filters) from a sequence on.
 pub struct Feed {
     store: EventStore,
@@ -58,6 +92,11 @@ impl Feed {
 
     /// Waits for at least one message and returns every one already available, up to `max`.
     pub async fn next_batch(&mut self, max: usize) -> Batch {
+        let raw = self.next_raw(max).await;
+        raw.parse(&self.name)
+    }
+
+    async fn next_raw(&mut self, max: usize) -> RawBatch {
         loop {
             let messages = match &mut self.messages {
                 Some(messages) => messages,
@@ -99,24 +138,22 @@ impl Feed {
 
     /// Reads on in a task of its own, so the next batch arrives while the caller works on this one. The
     /// task ends when `cancel` is cancelled or the receiver is dropped.
-    pub fn spawn(
-        mut self,
-        max: usize,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> tokio::sync::mpsc::Receiver<Batch> {
+    /// Parsing is left to the receiver.
+    pub fn spawn(mut self, max: usize, cancel: tokio_util::sync::CancellationToken) -> Batches {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let name = self.name.clone();
         tokio::spawn(async move {
             loop {
                 let batch = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    batch = self.next_batch(max) => batch,
+                    batch = self.next_raw(max) => batch,
                 };
                 if tx.send(batch).await.is_err() {
                     return;
                 }
             }
         });
-        rx
+        Batches { rx, name }
     }
 
     fn fail(&mut self, error: &str) {
@@ -125,8 +162,8 @@ impl Feed {
         tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff, %error, "stream read failed; retrying");
     }
 
-    fn take(&mut self, chunk: Vec<Result<async_nats::jetstream::Message, String>>) -> (Batch, Option<String>) {
-        let mut batch = Batch::default();
+    fn take(&mut self, chunk: Vec<Result<async_nats::jetstream::Message, String>>) -> (RawBatch, Option<String>) {
+        let mut batch = RawBatch { messages: Vec::with_capacity(chunk.len()), last_seq: 0, pending: 0 };
         for message in chunk {
             let message = match message {
                 Ok(m) => m,
@@ -143,12 +180,7 @@ impl Feed {
             if self.local_filter && !self.filters.iter().any(|f| subject_matches(f, message.subject.as_str())) {
                 continue;
             }
-            match StoredEvent::from_parts(seq, message.subject.as_str(), message.headers.as_ref(), &message.payload) {
-                Ok(event) => batch.events.push(event),
-                Err(e) => {
-                    tracing::warn!(reader = %self.name, seq, error = %e, "skipping a message that is not an eddy event")
-                }
-            }
+            batch.messages.push((seq, message));
         }
         self.backoff = Duration::ZERO;
         (batch, None)
