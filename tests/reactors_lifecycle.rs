@@ -178,11 +178,7 @@ async fn reactors_added_changed_and_deleted_while_commands_flow() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(root().join("config/examples/inventory").join(file), to).unwrap();
     }
-    std::fs::write(
-        config.path().join("eddy.toml"),
-        format!("[nats]\nurl = \"{}\"\n[engine]\ndata_dir = \"{}\"\n", nats.url(), data.display()),
-    )
-    .unwrap();
+    write_engine_toml(config.path(), &nats.url(), &data);
     let settings = eddy::load(config.path()).unwrap();
     let shutdown = Shutdown::new();
     let run = tokio::spawn(eddy::run(config.path().to_path_buf(), settings, shutdown.clone()));

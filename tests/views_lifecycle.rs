@@ -84,11 +84,7 @@ async fn views_added_and_deleted_while_commands_flow() {
     let config = tempfile::tempdir().unwrap();
     let data = nats.dir.path().join("eddy");
     std::fs::copy(root().join("config/examples/bank/account.toml"), config.path().join("account.toml")).unwrap();
-    std::fs::write(
-        config.path().join("eddy.toml"),
-        format!("[nats]\nurl = \"{}\"\n[engine]\ndata_dir = \"{}\"\n", nats.url(), data.display()),
-    )
-    .unwrap();
+    write_engine_toml(config.path(), &nats.url(), &data);
     let settings = eddy::load(config.path()).unwrap();
     let shutdown = Shutdown::new();
     let run = tokio::spawn(eddy::run(config.path().to_path_buf(), settings, shutdown.clone()));

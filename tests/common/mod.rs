@@ -229,3 +229,9 @@ pub fn spawn_eddy(config: &Path, url: &str, data: &Path) -> std::process::Child 
         .spawn()
         .expect("eddy starts")
 }
+
+/// Writes `eddy.toml` into a config folder: the NATS url and the data dir, nothing else.
+pub fn write_engine_toml(config: &Path, url: &str, data: &Path) {
+    let toml = format!("[nats]\nurl = \"{url}\"\n[engine]\ndata_dir = \"{}\"\n", data.display());
+    std::fs::write(config.join("eddy.toml"), toml).expect("eddy.toml is written");
+}

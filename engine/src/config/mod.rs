@@ -102,7 +102,8 @@ impl Default for EngineConfig {
     }
 }
 
-/// Top-level sections that other issues will bring; named so a config using them fails clearly.
+/// Top-level sections that other crates read (`eddy::load` claims them); `Config::load` alone reports them
+/// rather than calling them unknown.
 const NOT_YET_SUPPORTED: &[&str] = &["reactors", "projections"];
 
 impl Config {

@@ -31,13 +31,8 @@ impl Runner {
             }
         }
         if !unconfirmed.is_empty() {
-            if let Err(e) = crate::runtime::round_trip(self.host.effects.client()).await {
-                tracing::warn!(reactor = %self.name(), error = %e, "publishes not confirmed; they will be sent again");
-                return if sleep(&self.shared.cancel, Duration::from_millis(500)).await {
-                    Flow::Go
-                } else {
-                    Flow::Cancelled
-                };
+            if !self.confirm(&unconfirmed).await {
+                return Flow::Cancelled;
             }
             for pending in &unconfirmed {
                 self.done(pending, None);
@@ -47,6 +42,30 @@ impl Runner {
             self.advance_mark(true).await;
         }
         Flow::Go
+    }
+
+    /// Waits until the server has the publishes: a round trip on the same connection. Until one succeeds they
+    /// are sent again (same effect ids), so an idle reactor does not leave them waiting for its next event.
+    /// False if cancelled first.
+    async fn confirm(&self, publishes: &[Pending]) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match crate::runtime::round_trip(self.host.effects.client()).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(reactor = %self.name(), error = %e, retry_in = ?backoff, "publishes not confirmed; sending them again")
+                }
+            }
+            if !sleep(&self.shared.cancel, backoff).await {
+                return false;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            for pending in publishes {
+                if let Err(e) = self.host.effects.run(self.name(), pending).await {
+                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, "publish failed; retrying");
+                }
+            }
+        }
     }
 
     /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
@@ -130,10 +149,11 @@ impl Runner {
     /// Moves the watermark up to the bookmark once the outbox is empty: at once after actions ran, at most
     /// every second otherwise.
     pub(super) async fn advance_mark(&mut self, now: bool) {
-        if self.shared.state.outbox().map(|o| !o.is_empty()).unwrap_or(true) || self.bookmark <= self.mark.handled_seq {
+        // Called after every batch: the cheap checks first, the outbox scan last.
+        if self.bookmark <= self.mark.handled_seq || (!now && self.mark_put.elapsed() < MARK_EVERY) {
             return;
         }
-        if !now && self.mark_put.elapsed() < MARK_EVERY {
+        if self.shared.state.outbox().map(|o| !o.is_empty()).unwrap_or(true) {
             return;
         }
         let mark = Mark { handled_seq: self.bookmark, ..self.mark };
