@@ -207,29 +207,6 @@ async fn replay_effects_acts_on_history() {
     stop(eddy).await;
 }
 
-/// Copies an example's config folder.
-fn copy_example(name: &str, to: &std::path::Path) {
-    let from = root().join("config/examples").join(name);
-    for entry in walk(&from) {
-        let target = to.join(entry.strip_prefix(&from).unwrap());
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, target).unwrap();
-    }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 const POISON_RULE: &str = r#"
 [reactors.ratio]
 kind = "rule"

@@ -3,6 +3,7 @@
 
 mod common;
 pub mod rule;
+pub mod saga;
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use eddy_engine::host::reactor::Logic;
 use figment::value::Value;
 
 /// The kinds a reactor can be.
-const KINDS: &[&str] = &["rule"];
+const KINDS: &[&str] = &["rule", "saga"];
 
 /// Reads every `[reactors.*]`, recording problems in `errors`.
 pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<Arc<dyn Logic>> {
@@ -22,7 +23,10 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
             errors.push(source.file_of(&key), &key, "the reactor name must be letters, digits, `_` or `-`");
             continue;
         }
-        if config.aggregates.contains_key(&name) {
+        let kind = source.extract::<Value>(&format!("{key}.kind"), &mut ConfigErrors::default());
+        let kind = kind.as_ref().and_then(|k| k.as_str().map(str::to_string));
+        // A saga keeps its instances apart (events.saga-<name>.*) and may drive an aggregate of its name.
+        if config.aggregates.contains_key(&name) && kind.as_deref() != Some("saga") {
             errors.push(
                 source.file_of(&key),
                 &key,
@@ -30,11 +34,15 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
             );
             continue;
         }
-        let kind = source.extract::<Value>(&format!("{key}.kind"), &mut ConfigErrors::default());
-        match kind.as_ref().and_then(|k| k.as_str()) {
+        match kind.as_deref() {
             Some("rule") => {
                 if let Some(rule) = rule::load(source, config, &name, errors) {
                     out.push(Arc::new(rule));
+                }
+            }
+            Some("saga") => {
+                if let Some(saga) = saga::load(source, config, &name, errors) {
+                    out.push(Arc::new(saga));
                 }
             }
             Some(other) => errors.push(
@@ -47,6 +55,18 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
                 format!("{key}.kind"),
                 format!("missing (one of: {})", KINDS.join(", ")),
             ),
+        }
+    }
+    let names: Vec<String> = out.iter().map(|l| l.name().to_string()).collect();
+    for logic in out.iter().filter(|l| l.kind() == "saga") {
+        let log = saga::log_aggregate(logic.name());
+        if names.contains(&log) {
+            let key = format!("reactors.{log}");
+            errors.push(
+                source.file_of(&key),
+                key,
+                format!("its emits would share events.{log}.* with saga `{}`", logic.name()),
+            );
         }
     }
     out

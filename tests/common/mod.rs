@@ -235,3 +235,26 @@ pub fn write_engine_toml(config: &Path, url: &str, data: &Path) {
     let toml = format!("[nats]\nurl = \"{url}\"\n[engine]\ndata_dir = \"{}\"\n", data.display());
     std::fs::write(config.join("eddy.toml"), toml).expect("eddy.toml is written");
 }
+
+/// Copies an example's config folder.
+pub fn copy_example(name: &str, to: &std::path::Path) {
+    let from = root().join("config/examples").join(name);
+    for entry in walk(&from) {
+        let target = to.join(entry.strip_prefix(&from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, target).unwrap();
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -49,13 +49,29 @@ impl EventStore {
         expected_last_seq: u64,
         events: &[OutgoingEvent],
     ) -> Result<Appended> {
+        self.append_checked(aggregate, id, Some(expected_last_seq), events).await
+    }
+
+    /// Appends `events` whatever the subject holds: for events whose order does not matter to their
+    /// subject's writer (a saga records a rejection this way; the instance checks it belongs).
+    pub async fn append_unchecked(&self, aggregate: &str, id: &str, events: &[OutgoingEvent]) -> Result<Appended> {
+        self.append_checked(aggregate, id, None, events).await
+    }
+
+    async fn append_checked(
+        &self,
+        aggregate: &str,
+        id: &str,
+        expected_last_seq: Option<u64>,
+        events: &[OutgoingEvent],
+    ) -> Result<Appended> {
         let subject = subject(aggregate, id);
         let batch_id = (events.len() > 1).then(|| uuid::Uuid::new_v4().simple().to_string());
         let mut last = None;
         for (i, event) in events.iter().enumerate() {
             let mut h: HeaderMap = event.headers();
-            if i == 0 {
-                h.insert(headers::EXPECTED_LAST_SUBJECT_SEQ, expected_last_seq.to_string().as_str());
+            if let (0, Some(expected)) = (i, expected_last_seq) {
+                h.insert(headers::EXPECTED_LAST_SUBJECT_SEQ, expected.to_string().as_str());
             }
             let payload = serde_json::to_vec(&event.data).expect("JSON values serialize");
             if let Some(batch_id) = &batch_id {

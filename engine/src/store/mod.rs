@@ -3,6 +3,7 @@
 
 mod append;
 mod load;
+mod schedule;
 mod stream;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_nats::{jetstream, Client};
 
 pub use append::Appended;
+pub use schedule::{timer_subject, TIMER_SUBJECTS};
 
 use crate::config::EngineConfig;
 

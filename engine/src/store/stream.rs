@@ -21,7 +21,7 @@ pub fn check_server_version(version: &str) -> Result<()> {
 pub fn desired(engine: &EngineConfig) -> stream::Config {
     stream::Config {
         name: engine.stream.clone(),
-        subjects: vec!["events.>".into()],
+        subjects: vec!["events.>".into(), super::TIMER_SUBJECTS.into()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         num_replicas: engine.replicas,
@@ -40,8 +40,10 @@ pub async fn ensure(js: &jetstream::Context, engine: &EngineConfig) -> Result<()
         Ok(existing) => {
             let info = existing.cached_info();
             let mut config = info.config.clone();
-            if !config.subjects.iter().any(|s| s == "events.>") {
-                config.subjects.push("events.>".into());
+            for subject in ["events.>", super::TIMER_SUBJECTS] {
+                if !config.subjects.iter().any(|s| s == subject) {
+                    config.subjects.push(subject.into());
+                }
             }
             config.num_replicas = want.num_replicas;
             config.duplicate_window = want.duplicate_window;

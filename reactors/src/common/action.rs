@@ -2,8 +2,62 @@
 //! host's [`Action`] for one event.
 
 use eddy_engine::cel::{EventScope, Expr};
+use eddy_engine::config::{is_token, Config};
 use eddy_engine::host::reactor::Action;
+use serde::Deserialize;
 use serde_json::Value as Json;
+
+use super::Compiler;
+
+/// An action in the config: `[[reactors.<name>.then]]`, or an item of a saga state's `do`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionToml {
+    /// Runs the action only when this CEL bool holds.
+    when: Option<String>,
+    /// `<aggregate>.<command>` to send.
+    command: Option<String>,
+    /// Subject to publish to.
+    publish: Option<String>,
+    /// Event type to append to the reactor's own subject.
+    emit: Option<String>,
+    /// The payload (CEL map); default `{}`.
+    data: Option<String>,
+}
+
+/// Compiles one action; emits go to `events.<emit_to>.<key>`. `None` after recording its errors.
+pub fn load_action(
+    c: &Compiler,
+    config: &Config,
+    emit_to: &str,
+    at: &str,
+    a: &ActionToml,
+    vars: &[&str],
+) -> Option<ActionDef> {
+    let kind = match (&a.command, &a.publish, &a.emit) {
+        (Some(target), None, None) => c.command(&format!("{at}.command"), config, target),
+        (None, Some(subject), None) => c.subject(&format!("{at}.publish"), subject).map(ActionKind::Publish),
+        (None, None, Some(event)) => {
+            if is_token(event) {
+                Some(ActionKind::Emit { aggregate: emit_to.to_string(), event_type: event.clone() })
+            } else {
+                c.push(&format!("{at}.emit"), "must be an event type name (letters, digits, `_`, `-`)");
+                None
+            }
+        }
+        _ => {
+            c.push(at, "needs exactly one of `command`, `publish` or `emit`");
+            None
+        }
+    };
+    let when = a.when.as_ref().map(|w| c.compile(&format!("{at}.when"), w, vars));
+    let data = c.compile(&format!("{at}.data"), a.data.as_deref().unwrap_or("{}"), vars);
+    match (kind, when, data) {
+        (Some(kind), None, Some(data)) => Some(ActionDef { kind, when: None, data }),
+        (Some(kind), Some(Some(when)), Some(data)) => Some(ActionDef { kind, when: Some(when), data }),
+        _ => None,
+    }
+}
 
 /// What an action does.
 #[derive(Debug, Clone)]

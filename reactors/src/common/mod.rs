@@ -11,7 +11,7 @@ use eddy_engine::host::Pattern;
 use figment::value::Value;
 use serde::de::DeserializeOwned;
 
-pub use action::{ActionDef, ActionKind};
+pub use action::{load_action, ActionDef, ActionKind, ActionToml};
 
 /// Retries of a failing event or action before `on_error` applies.
 pub const DEFAULT_MAX_RETRIES: u32 = 5;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use eddy_engine::cel::Expr;
-use eddy_engine::config::{is_token, Config, ConfigErrors, Source};
+use eddy_engine::config::{Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::Policy;
 use eddy_engine::host::reactor::{OnError, Start};
 use eddy_engine::host::{Pattern, PatternMap};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::Rule;
-use crate::common::{fields_read, fingerprint, ActionDef, ActionKind, Compiler, DEFAULT_MAX_RETRIES};
+use crate::common::{fields_read, fingerprint, load_action, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
 
 /// Variables of `key`.
 const KEY_VARS: &[&str] = &["event", "meta"];
@@ -58,22 +58,6 @@ fn default_max_retries() -> u32 {
     DEFAULT_MAX_RETRIES
 }
 
-/// `[[reactors.<name>.then]]`
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActionToml {
-    /// Runs the action only when this CEL bool holds.
-    when: Option<String>,
-    /// `<aggregate>.<command>` to send.
-    command: Option<String>,
-    /// Subject to publish to.
-    publish: Option<String>,
-    /// Event type to append to `events.<reactor>.<key>`.
-    emit: Option<String>,
-    /// The payload (CEL map); default `{}`.
-    data: Option<String>,
-}
-
 /// Reads one rule reactor; `None` after recording its errors.
 pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErrors) -> Option<Rule> {
     let key = format!("reactors.{name}");
@@ -102,7 +86,7 @@ pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErr
     let mut then = Vec::new();
     for (i, action) in toml.then.iter().enumerate() {
         let at = format!("{key}.then[{i}]");
-        if let Some(a) = load_action(&c, config, name, &at, action) {
+        if let Some(a) = load_action(&c, config, name, &at, action, THEN_VARS) {
             then.push(a);
         }
     }
@@ -142,30 +126,4 @@ pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErr
         update,
         then,
     })
-}
-
-fn load_action(c: &Compiler, config: &Config, reactor: &str, at: &str, a: &ActionToml) -> Option<ActionDef> {
-    let kind = match (&a.command, &a.publish, &a.emit) {
-        (Some(target), None, None) => c.command(&format!("{at}.command"), config, target),
-        (None, Some(subject), None) => c.subject(&format!("{at}.publish"), subject).map(ActionKind::Publish),
-        (None, None, Some(event)) => {
-            if is_token(event) {
-                Some(ActionKind::Emit { aggregate: reactor.to_string(), event_type: event.clone() })
-            } else {
-                c.push(&format!("{at}.emit"), "must be an event type name (letters, digits, `_`, `-`)");
-                None
-            }
-        }
-        _ => {
-            c.push(at, "needs exactly one of `command`, `publish` or `emit`");
-            None
-        }
-    };
-    let when = a.when.as_ref().map(|w| c.compile(&format!("{at}.when"), w, THEN_VARS));
-    let data = c.compile(&format!("{at}.data"), a.data.as_deref().unwrap_or("{}"), THEN_VARS);
-    match (kind, when, data) {
-        (Some(kind), None, Some(data)) => Some(ActionDef { kind, when: None, data }),
-        (Some(kind), Some(Some(when)), Some(data)) => Some(ActionDef { kind, when: Some(when), data }),
-        _ => None,
-    }
 }

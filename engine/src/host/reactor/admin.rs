@@ -1,4 +1,5 @@
-//! `<api_prefix>.admin.reactors` (statuses), `.retry` and `.rebuild` on the `eddy` micro service.
+//! `<api_prefix>.admin.reactors` (statuses), `.retry` and `.rebuild`, and `<api_prefix>.admin.sagas` and
+//! `.get` (see [`super::sagas`]), on the `eddy` micro service.
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub struct AdminEndpoints {
     list: Endpoint,
     retry: Endpoint,
     rebuild: Endpoint,
+    sagas: Endpoint,
+    saga: Endpoint,
 }
 
 /// Adds the endpoints; requests wait in NATS until [`serve_admin`] reads them.
@@ -25,6 +28,8 @@ pub async fn admin_endpoints(service: &Service, api_prefix: &str) -> Result<Admi
         list: add("admin-reactors", format!("{api_prefix}.admin.reactors")).await?,
         retry: add("admin-reactors-retry", format!("{api_prefix}.admin.reactors.retry")).await?,
         rebuild: add("admin-reactors-rebuild", format!("{api_prefix}.admin.reactors.rebuild")).await?,
+        sagas: add("admin-sagas", format!("{api_prefix}.admin.sagas")).await?,
+        saga: add("admin-sagas-get", format!("{api_prefix}.admin.sagas.get")).await?,
     })
 }
 
@@ -38,20 +43,26 @@ enum Verb {
     List,
     Retry,
     Rebuild,
+    Sagas,
+    Saga,
 }
 
 /// Serves the admin endpoints until `shutdown`.
 pub async fn serve_admin(endpoints: AdminEndpoints, reactors: Arc<Reactors>, shutdown: CancellationToken) {
-    let AdminEndpoints { mut list, mut retry, mut rebuild } = endpoints;
+    let AdminEndpoints { mut list, mut retry, mut rebuild, mut sagas, mut saga } = endpoints;
     loop {
         let (request, verb) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = list.next() => match r { Some(r) => (r, Verb::List), None => break },
             r = retry.next() => match r { Some(r) => (r, Verb::Retry), None => break },
             r = rebuild.next() => match r { Some(r) => (r, Verb::Rebuild), None => break },
+            r = sagas.next() => match r { Some(r) => (r, Verb::Sagas), None => break },
+            r = saga.next() => match r { Some(r) => (r, Verb::Saga), None => break },
         };
         let reply = match verb {
             Verb::List => Reply::ok_json(&serde_json::json!({"ok": true, "reactors": reactors.status()})),
+            Verb::Sagas => super::sagas::list(&reactors, &request.message.payload),
+            Verb::Saga => super::sagas::get(&reactors, &request.message.payload),
             Verb::Retry | Verb::Rebuild => match serde_json::from_slice::<NameRequest>(&request.message.payload) {
                 Err(e) => Reply::failure(Failure::new(
                     ErrorCode::Invalid,

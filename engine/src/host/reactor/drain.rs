@@ -77,6 +77,18 @@ impl Runner {
         loop {
             match self.host.effects.run(self.name(), pending).await {
                 Ok(done) => {
+                    if let Done::Command(Some(rejection)) = &done {
+                        if let Some(append) = self.shared.logic.on_rejected(pending, rejection) {
+                            let cancel = self.shared.cancel.clone();
+                            let effects = &self.host.effects;
+                            let recorded = retry_forever(&cancel, self.name(), "recording a rejection", || {
+                                effects.record(&append)
+                            });
+                            if recorded.await.is_none() {
+                                return Err(Flow::Cancelled);
+                            }
+                        }
+                    }
                     self.count(pending, &done);
                     if done != Done::Published {
                         self.done(pending, None);
@@ -135,6 +147,8 @@ impl Runner {
             }
             Done::Published => c.publishes += 1,
             Done::Emitted => c.emits += 1,
+            Done::Scheduled => c.timers += 1,
+            Done::Cancelled => {}
         }
     }
 
@@ -195,8 +209,12 @@ impl Runner {
                         tracing::error!(reactor = %self.name(), seq = item.seq, "the parked event is no longer in the stream; dropped");
                         continue;
                     };
-                    match self.decide(&event, &changes).await {
-                        Ok(outcome) => self.accept(&event, outcome, &mut changes, &mut outbox, true),
+                    let settled = match self.decide(&event, &changes, false).await {
+                        Ok(outcome) => self.settle(&event, outcome, &mut changes, &mut outbox, true).await,
+                        Err(e) => Err(e),
+                    };
+                    match settled {
+                        Ok(()) => {}
                         Err(None) => return Flow::Cancelled,
                         Err(Some(error)) => {
                             tracing::error!(reactor = %self.name(), seq = item.seq, %error, "the parked event failed again; parked");

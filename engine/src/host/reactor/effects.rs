@@ -28,6 +28,10 @@ pub enum Done {
     Command(Option<Failure>),
     Published,
     Emitted,
+    /// A timer was armed.
+    Scheduled,
+    /// A timer was cancelled (or had already fired).
+    Cancelled,
 }
 
 /// Why an action did not run.
@@ -73,6 +77,28 @@ impl Effects {
             Action::Emit { aggregate, key, event_type, data } => {
                 self.emit(pending, aggregate, key, event_type, data).await
             }
+            Action::Schedule { subject, at, aggregate, key, event_type, version, data } => {
+                let event = OutgoingEvent {
+                    event_type: event_type.clone(),
+                    version: *version,
+                    // The firing's time is the time it was set for, whenever the server appends it.
+                    time: *at,
+                    command_id: pending.id.clone(),
+                    correlation_id: pending.correlation_id.clone(),
+                    causation_id: pending.id.clone(),
+                    msg_id: pending.id.clone(),
+                    data: data.clone(),
+                };
+                let store = self.commands.store();
+                match store.schedule(subject, *at, aggregate, key, &event).await {
+                    Ok(()) => Ok(Done::Scheduled),
+                    Err(e) => Err(Failed::Transient(format!("timer on {subject}: {e}"))),
+                }
+            }
+            Action::Cancel { subject } => match self.commands.store().cancel_schedule(subject).await {
+                Ok(()) => Ok(Done::Cancelled),
+                Err(e) => Err(Failed::Transient(format!("cancelling the timer on {subject}: {e}"))),
+            },
         };
         match result {
             Err(Failed::Transient(m)) if self.client.connection_state() != State::Connected => {
@@ -150,6 +176,33 @@ impl Effects {
             .await
             .map_err(|e| Failed::Disconnected(format!("publish to {subject}: {e}")))?;
         Ok(Done::Published)
+    }
+
+    /// Appends `append` for a reactor (a saga's rejection record), retried like any action.
+    pub async fn record(&self, append: &super::Append) -> Result<(), Failed> {
+        let event = OutgoingEvent {
+            event_type: append.event_type.clone(),
+            version: append.version,
+            time: Utc::now(),
+            command_id: append.msg_id.clone(),
+            correlation_id: append.correlation_id.clone(),
+            causation_id: append.msg_id.clone(),
+            msg_id: append.msg_id.clone(),
+            data: append.data.clone(),
+        };
+        let store = self.commands.store();
+        let result = match append.expected_seq {
+            Some(seq) => store.append(&append.aggregate, &append.key, seq, &[event]).await,
+            None => store.append_unchecked(&append.aggregate, &append.key, &[event]).await,
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if self.client.connection_state() != State::Connected => Err(Failed::Disconnected(e.to_string())),
+            Err(e) => Err(Failed::Transient(format!(
+                "{} on events.{}.{}: {e}",
+                append.event_type, append.aggregate, append.key
+            ))),
+        }
     }
 
     async fn emit(

@@ -8,10 +8,13 @@ mod admin;
 mod drain;
 mod effects;
 mod runner;
+mod sagas;
 mod set;
+mod settle;
 mod state;
 mod watermark;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -20,8 +23,10 @@ pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
 pub use runner::Status;
 pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};
+
 pub use watermark::{bucket_name, Mark};
 
+use crate::command::Failure;
 use crate::envelope::StoredEvent;
 
 /// Where a newly deployed reactor starts.
@@ -68,6 +73,19 @@ pub enum Action {
     Publish { subject: String, data: Json },
     /// An event appended to `events.<aggregate>.<key>` (a reactor's own subject).
     Emit { aggregate: String, key: String, event_type: String, data: Json },
+    /// A durable timer: a JetStream message schedule (ADR-51 `@at`) on `subject` (one timer per subject;
+    /// a newer one replaces it) that appends the event to `events.<aggregate>.<key>` at `at`.
+    Schedule {
+        subject: String,
+        at: DateTime<Utc>,
+        aggregate: String,
+        key: String,
+        event_type: String,
+        version: u64,
+        data: Json,
+    },
+    /// Cancels the timer held on `subject`, if it has not fired.
+    Cancel { subject: String },
 }
 
 impl Action {
@@ -76,6 +94,8 @@ impl Action {
             Action::Command { .. } => "command",
             Action::Publish { .. } => "publish",
             Action::Emit { .. } => "emit",
+            Action::Schedule { .. } => "schedule",
+            Action::Cancel { .. } => "cancel",
         }
     }
 }
@@ -89,6 +109,29 @@ pub struct Outcome {
     pub actions: Vec<Action>,
     /// Overrides the correlation id the actions carry (default: the causing event's).
     pub correlation_id: Option<String>,
+    /// An event the reactor writes to its own subject before anything else, with optimistic concurrency:
+    /// a saga's transition. The host appends it at once and hands the stored event back to
+    /// [`Logic::handle`], so the next event is decided on the new state. Not done for history (events whose
+    /// decisions were already made). On a conflict the host reads the subject's newer events through
+    /// [`Logic::handle_ahead`] and decides the event again.
+    pub append: Option<Append>,
+    /// The event reached the reactor but named nothing it does (counted).
+    pub ignored: bool,
+}
+
+/// An event for a reactor's own subject, `events.<aggregate>.<key>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    pub aggregate: String,
+    pub key: String,
+    /// The subject's last sequence this decision saw (0: none); `None` appends whatever is there.
+    pub expected_seq: Option<u64>,
+    pub version: u64,
+    pub event_type: String,
+    pub data: Json,
+    /// `Nats-Msg-Id`, so a repeat after a crash is stored once.
+    pub msg_id: String,
+    pub correlation_id: String,
 }
 
 /// Read access to a reactor's state while an event is decided.
@@ -112,6 +155,41 @@ pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
     /// Decides one event. An error is a runtime failure (a CEL error and the like) that the host retries and
     /// then handles by the policy.
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String>;
+
+    /// An event of the reactor's own subject read ahead of the stream, after an [`Outcome::append`]
+    /// conflicted; the stream delivers it again later. Must not append.
+    fn handle_ahead(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
+        self.handle(event, state)
+    }
+
+    /// The event that records a rejection of one of its commands, which makes the rejection an event
+    /// of the stream (a saga's `rejected` trigger). `None`: the rejection is only counted.
+    fn on_rejected(&self, _pending: &Pending, _failure: &Failure) -> Option<Append> {
+        None
+    }
+
+    /// For kinds whose entries are instances of a process (sagas): how operators see one.
+    fn instance(&self, _key: &str, _entry: &Map<String, Json>) -> Option<InstanceSummary> {
+        None
+    }
+}
+
+/// One process instance as operators list it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceSummary {
+    pub id: String,
+    pub state: String,
+    /// In a final state.
+    #[serde(rename = "final")]
+    pub done: bool,
+    pub started_at: DateTime<Utc>,
+    /// When it entered its current state.
+    pub entered_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timer_at: Option<DateTime<Utc>>,
+    pub transitions: u64,
+    /// The last transition.
+    pub last: Option<Json>,
 }
 
 /// The id of the `n`th action caused by the event at `seq`.

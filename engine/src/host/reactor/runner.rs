@@ -275,8 +275,12 @@ impl Runner {
             if event.seq <= self.bookmark || !logic.reads(event) {
                 continue;
             }
-            match self.decide(event, &changes).await {
-                Ok(outcome) => self.accept(event, outcome, &mut changes, &mut outbox, false),
+            let settled = match self.decide(event, &changes, false).await {
+                Ok(outcome) => self.settle(event, outcome, &mut changes, &mut outbox, false).await,
+                Err(e) => Err(e),
+            };
+            match settled {
+                Ok(()) => {}
                 Err(None) => return Flow::Cancelled,
                 Err(Some(error)) => match logic.policy().on_error {
                     OnError::Skip => {
@@ -317,6 +321,9 @@ impl Runner {
         if event.seq <= self.quiet_until && !force {
             return;
         }
+        if outcome.ignored {
+            self.shared.counters.lock().expect("lock").ignored += 1;
+        }
         let correlation_id = outcome.correlation_id.unwrap_or_else(|| event.correlation_id.clone());
         for (n, action) in outcome.actions.into_iter().enumerate() {
             let n = n as u32;
@@ -330,14 +337,21 @@ impl Runner {
         }
     }
 
-    /// Decides one event, retrying a failure with backoff. `Err(None)`: cancelled.
-    pub(super) async fn decide(&self, event: &StoredEvent, changes: &Changes) -> Result<Outcome, Option<String>> {
+    /// Decides one event (`ahead`: read ahead of the stream, see [`Logic::handle_ahead`]), retrying a
+    /// failure with backoff. `Err(None)`: cancelled.
+    pub(super) async fn decide(
+        &self,
+        event: &StoredEvent,
+        changes: &Changes,
+        ahead: bool,
+    ) -> Result<Outcome, Option<String>> {
         let logic = &self.shared.logic;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
             let overlay = Overlay { changes, cache: &self.cache, state: &self.shared.state };
-            match logic.handle(event, &overlay) {
+            let decided = if ahead { logic.handle_ahead(event, &overlay) } else { logic.handle(event, &overlay) };
+            match decided {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) if attempt < logic.policy().max_retries => {
                     attempt += 1;

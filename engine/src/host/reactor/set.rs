@@ -46,6 +46,10 @@ pub struct ReactorStatus {
     pub publishes: u64,
     pub emits: u64,
     pub skipped: u64,
+    /// Events that named nothing the entry they reached does (saga triggers its state does not name).
+    pub ignored: u64,
+    /// Timers armed.
+    pub timers: u64,
 }
 
 struct Reactor {
@@ -167,6 +171,12 @@ impl Reactors {
         self.all().iter().map(|r| status_of(&r.shared)).collect()
     }
 
+    /// A reactor's definition and state (the admin API reads saga instances from it).
+    pub fn inspect(&self, name: &str) -> Result<(Arc<dyn Logic>, ReactorState)> {
+        let reactor = self.get(name)?;
+        Ok((reactor.shared.logic.clone(), reactor.shared.state.clone()))
+    }
+
     /// The names of the running reactors.
     pub fn names(&self) -> Vec<String> {
         self.reactors.read().expect("lock").keys().cloned().collect()
@@ -203,5 +213,7 @@ fn status_of(shared: &Shared) -> ReactorStatus {
         publishes: counters.publishes,
         emits: counters.emits,
         skipped: counters.skipped,
+        ignored: counters.ignored,
+        timers: counters.timers,
     }
 }

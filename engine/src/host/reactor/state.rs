@@ -58,6 +58,10 @@ pub struct Counters {
     pub publishes: u64,
     pub emits: u64,
     pub skipped: u64,
+    /// Events that reached an entry but named nothing it does (a saga trigger its state does not name).
+    pub ignored: u64,
+    /// Timers armed.
+    pub timers: u64,
 }
 
 /// Entries changed by a batch: `None` removes.

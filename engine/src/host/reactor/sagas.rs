@@ -1,0 +1,119 @@
+//! `<api_prefix>.admin.sagas` (a saga's instances, filtered) and `.admin.sagas.get` (one instance with its
+//! history), for the kinds whose entries are process instances.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use super::set::Error;
+use super::Reactors;
+use crate::command::{ErrorCode, Failure, Reply};
+
+/// Instances per reply unless asked otherwise.
+const DEFAULT_LIMIT: usize = 100;
+
+/// `{"saga": .., "state": .., "stuck_secs": .., "active": .., "after": .., "limit": ..}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRequest {
+    saga: String,
+    /// Only instances in this state.
+    state: Option<String>,
+    /// Only instances that have been in a non-final state at least this long.
+    stuck_secs: Option<u64>,
+    /// Only instances not yet in a final state.
+    #[serde(default)]
+    active: bool,
+    /// Resume after this instance id (the previous reply's `next`).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `{"saga": .., "id": ..}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetRequest {
+    saga: String,
+    id: String,
+}
+
+fn invalid(e: impl std::fmt::Display) -> Reply {
+    Reply::failure(Failure::new(ErrorCode::Invalid, e.to_string()))
+}
+
+fn unknown(reactors: &Reactors, saga: &str) -> Option<Reply> {
+    match reactors.inspect(saga) {
+        Ok((logic, _)) if logic.kind() == "saga" => None,
+        Ok(_) | Err(Error::Unknown(_)) => {
+            Some(Reply::failure(Failure::new(ErrorCode::NotFound, format!("no saga `{saga}`"))))
+        }
+        Err(e) => Some(Reply::failure(Failure::new(ErrorCode::Internal, e.to_string()))),
+    }
+}
+
+/// Lists instances in id order, with how many are in each state.
+pub fn list(reactors: &Reactors, body: &[u8]) -> Reply {
+    let req: ListRequest = match serde_json::from_slice(if body.is_empty() { b"{}" } else { body }) {
+        Ok(r) => r,
+        Err(e) => return invalid(format!(
+            "expected {{\"saga\": \"<name>\", \"state\"?, \"stuck_secs\"?, \"active\"?, \"after\"?, \"limit\"?}}: {e}"
+        )),
+    };
+    if let Some(reply) = unknown(reactors, &req.saga) {
+        return reply;
+    }
+    let (logic, state) = reactors.inspect(&req.saga).expect("checked above");
+    let entries = match state.entries() {
+        Ok(e) => e,
+        Err(e) => return Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
+    };
+    let now = Utc::now();
+    let limit = req.limit.unwrap_or(DEFAULT_LIMIT).max(1);
+    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+    let mut items = Vec::new();
+    let mut next = None;
+    for (key, entry) in &entries {
+        let Some(inst) = logic.instance(key, entry) else { continue };
+        *by_state.entry(inst.state.clone()).or_default() += 1;
+        let in_state = (now - inst.entered_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let wanted = req.state.as_ref().is_none_or(|s| *s == inst.state)
+            && (!req.active || !inst.done)
+            && req.stuck_secs.is_none_or(|s| !inst.done && in_state >= s as f64)
+            && req.after.as_ref().is_none_or(|a| key > a);
+        if !wanted {
+            continue;
+        }
+        if items.len() == limit {
+            next = items.last().map(|i: &Json| i["id"].clone());
+            continue;
+        }
+        let age = (now - inst.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let mut item = json!(inst);
+        item["age_secs"] = json!(age);
+        item["in_state_secs"] = json!(in_state);
+        items.push(item);
+    }
+    Reply::ok_json(&json!({"ok": true, "saga": req.saga, "items": items, "next": next, "states": by_state}))
+}
+
+/// One instance, with its whole history.
+pub fn get(reactors: &Reactors, body: &[u8]) -> Reply {
+    let req: GetRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return invalid(format!("expected {{\"saga\": \"<name>\", \"id\": \"<instance>\"}}: {e}")),
+    };
+    if let Some(reply) = unknown(reactors, &req.saga) {
+        return reply;
+    }
+    let (_, state) = reactors.inspect(&req.saga).expect("checked above");
+    match state.get(&req.id) {
+        Ok(Some(entry)) => Reply::ok_json(&json!({"ok": true, "saga": req.saga, "instance": entry})),
+        Ok(None) => Reply::failure(Failure::new(
+            ErrorCode::NotFound,
+            format!("saga `{}` has no instance `{}`", req.saga, req.id),
+        )),
+        Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
+    }
+}

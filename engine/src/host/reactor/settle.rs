@@ -1,0 +1,122 @@
+//! Appends a reactor makes while deciding (a saga's transitions). The event is stored before the next event
+//! is decided, with the subject's expected last sequence, so two engines deciding the same event store one
+//! transition, and an event that arrives meanwhile is decided on the new state. The stored event is then
+//! handed back to the reactor like any event: what it causes (a saga's `do` commands) runs under its own
+//! sequence, whoever stored it.
+
+use chrono::{SubsecRound, Utc};
+
+use super::runner::{retry_forever, Runner};
+use super::state::Changes;
+use super::{Append, Outcome, Pending};
+use crate::envelope::{subject, OutgoingEvent, StoredEvent};
+use crate::store::{self, Appended};
+
+/// Conflicts in a row before the event counts as failed: another writer would have to move the subject
+/// this many times while one event is decided.
+const MAX_ROUNDS: usize = 16;
+
+impl Runner {
+    /// Applies a decision to the batch in progress, first storing the event it appends, if any.
+    /// `Err(None)`: cancelled; `Err(Some(error))`: failed, for the error policy.
+    pub(super) async fn settle(
+        &mut self,
+        event: &StoredEvent,
+        mut outcome: Outcome,
+        changes: &mut Changes,
+        outbox: &mut Vec<Pending>,
+        force: bool,
+    ) -> Result<(), Option<String>> {
+        // History was decided when it happened: its appends are in the stream, or were never wanted.
+        if outcome.append.is_none() || (event.seq <= self.quiet_until && !force) {
+            outcome.append = None;
+            self.accept(event, outcome, changes, outbox, force);
+            return Ok(());
+        }
+        for _ in 0..MAX_ROUNDS {
+            let Some(append) = outcome.append.take() else {
+                self.accept(event, outcome, changes, outbox, force);
+                return Ok(());
+            };
+            let (stored, appended) = self.store(&append).await?;
+            match appended {
+                Appended::Stored { last_seq } => {
+                    self.accept(event, outcome, changes, outbox, force);
+                    let stored = StoredEvent { seq: last_seq, ..stored };
+                    let mut next = self.decide(&stored, changes, false).await?;
+                    if next.append.take().is_some() {
+                        tracing::error!(reactor = %self.name(), seq = stored.seq, "an appended event asked for another append; ignored");
+                    }
+                    self.accept(&stored, next, changes, outbox, false);
+                    return Ok(());
+                }
+                Appended::Conflict | Appended::Duplicate => {
+                    // Another engine, or this one before a crash, moved the subject: catch up with it.
+                    let from = append.expected_seq.unwrap_or(0) + 1;
+                    let store = self.host.effects.store().clone();
+                    let subject = subject(&append.aggregate, &append.key);
+                    let cancel = self.shared.cancel.clone();
+                    let newer = retry_forever(&cancel, self.name(), "reading the reactor's own subject", || {
+                        store.load_subject(&subject, from)
+                    })
+                    .await
+                    .ok_or(None)?;
+                    for ahead in &newer {
+                        let mut decided = self.decide(ahead, changes, true).await?;
+                        decided.append = None;
+                        self.accept(ahead, decided, changes, outbox, false);
+                    }
+                    outcome = self.decide(event, changes, false).await?;
+                    // Not the event's fault that the state moved on.
+                    outcome.ignored = false;
+                }
+            }
+        }
+        Err(Some(format!("events.{} keeps moving while this event is decided", event.aggregate)))
+    }
+
+    /// Stores `append`, waiting out an unreachable server.
+    async fn store(&self, append: &Append) -> Result<(StoredEvent, Appended), Option<String>> {
+        let event = OutgoingEvent {
+            event_type: append.event_type.clone(),
+            version: append.version,
+            // As the stream will give it back.
+            time: Utc::now().trunc_subsecs(6),
+            command_id: append.msg_id.clone(),
+            correlation_id: append.correlation_id.clone(),
+            causation_id: append.msg_id.clone(),
+            msg_id: append.msg_id.clone(),
+            data: append.data.clone(),
+        };
+        let store = self.host.effects.store().clone();
+        let cancel = self.shared.cancel.clone();
+        let (agg, key) = (append.aggregate.as_str(), append.key.as_str());
+        let attempt = || async {
+            let result = match append.expected_seq {
+                Some(seq) => store.append(agg, key, seq, std::slice::from_ref(&event)).await,
+                None => store.append_unchecked(agg, key, std::slice::from_ref(&event)).await,
+            };
+            match result {
+                Err(store::Error::Unavailable(e)) => Err(e),
+                other => Ok(other),
+            }
+        };
+        let appended = retry_forever(&cancel, self.name(), "appending to the reactor's own subject", attempt)
+            .await
+            .ok_or(None)?
+            .map_err(|e| Some(format!("{} on events.{agg}.{key}: {e}", append.event_type)))?;
+        let stored = StoredEvent {
+            seq: 0,
+            aggregate: agg.to_string(),
+            id: key.to_string(),
+            event_type: event.event_type,
+            version: event.version,
+            time: event.time,
+            command_id: event.command_id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            data: event.data,
+        };
+        Ok((stored, appended))
+    }
+}

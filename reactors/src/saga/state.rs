@@ -1,0 +1,122 @@
+//! What a saga instance is made of. The instance's subject, `events.saga-<saga>.<instance>`, is its log:
+//! `SagaStarted` and `StateEntered` record each transition with what it does on entry, `TimerFired` and
+//! `CommandRejected` are triggers. The sled entry is this log folded, so it can always be rebuilt.
+
+use chrono::{DateTime, Utc};
+use eddy_engine::host::reactor::Action;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+/// Event types of an instance's log.
+pub const STARTED: &str = "SagaStarted";
+pub const ENTERED: &str = "StateEntered";
+pub const TIMER_FIRED: &str = "TimerFired";
+pub const REJECTED: &str = "CommandRejected";
+
+/// The trigger names that are not event patterns.
+pub const ON_REJECTED: &str = "rejected";
+pub const ON_TIMEOUT: &str = "timeout";
+
+/// A transition as recorded: everything needed to fold it without evaluating anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entered {
+    pub state: String,
+    /// The state left; absent when the instance starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// What moved it: `<aggregate>.<EventType>`, `rejected` or `timeout`.
+    pub trigger: String,
+    /// The stream sequence of the triggering event.
+    pub cause: u64,
+    /// The instance's data from here on (`id` included).
+    pub data: Map<String, Json>,
+    /// What the state does on entry, evaluated when the transition was decided.
+    #[serde(default, rename = "do")]
+    pub actions: Vec<Action>,
+    /// When the state's timer fires, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_at: Option<DateTime<Utc>>,
+    #[serde(default, rename = "final")]
+    pub done: bool,
+}
+
+/// A timer's firing, appended by the server at `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerFired {
+    /// The `StateEntered` sequence that armed it; a firing for another entry is stale.
+    pub entry: u64,
+    pub state: String,
+}
+
+/// A `do` command was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The `StateEntered` sequence whose command it was.
+    pub entry: u64,
+    /// `<aggregate>.<command>`.
+    pub command: String,
+    pub code: String,
+    pub message: String,
+    /// The command id.
+    pub effect: String,
+}
+
+/// One transition in an instance's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The sequence of its `SagaStarted`/`StateEntered` event.
+    pub seq: u64,
+    pub cause: u64,
+    pub trigger: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A saga instance: the sled entry under its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub data: Map<String, Json>,
+    /// In a final state: done, kept for inspection.
+    #[serde(rename = "final")]
+    pub done: bool,
+    /// The sequence of the current state's `StateEntered` (or `SagaStarted`).
+    pub entry: u64,
+    /// Transitions so far; the `Eddy-Version` of the log's events.
+    pub version: u64,
+    /// The last sequence of the instance's subject seen: what the next transition expects.
+    pub last_seq: u64,
+    pub started_at: DateTime<Utc>,
+    pub entered_at: DateTime<Utc>,
+    /// When the current state's timer fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_at: Option<DateTime<Utc>>,
+    pub history: Vec<Step>,
+}
+
+impl Instance {
+    pub fn from_entry(entry: Map<String, Json>) -> Result<Self, String> {
+        serde_json::from_value(Json::Object(entry)).map_err(|e| format!("unreadable saga instance: {e}"))
+    }
+
+    pub fn to_entry(&self) -> Map<String, Json> {
+        match serde_json::to_value(self) {
+            Ok(Json::Object(map)) => map,
+            _ => unreachable!("an instance serializes to an object"),
+        }
+    }
+
+    /// Whether the event at `cause` already moved this instance.
+    pub fn moved_by(&self, cause: u64) -> bool {
+        self.history.iter().rev().any(|s| s.cause == cause)
+    }
+
+    /// `saga` in expressions: the data, with `id`.
+    pub fn saga_var(&self) -> Json {
+        Json::Object(self.data.clone())
+    }
+}
