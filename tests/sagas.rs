@@ -16,12 +16,18 @@ async fn instance(c: &Client, saga: &str, id: &str) -> Value {
     reply["instance"].clone()
 }
 
-/// Waits for an instance to reach a final state and returns it.
+/// Waits for an instance to reach a final state and returns it. (With several engines, each reply comes
+/// from whichever engine answers, so the one that showed it final is kept.)
 async fn finished(c: &Client, saga: &str, id: &str) -> Value {
-    let done = eventually(30, || async { instance(c, saga, id).await["final"] == true }).await;
-    let inst = instance(c, saga, id).await;
-    assert!(done, "{saga} {id} reaches a final state: {inst:#}");
-    inst
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let inst = instance(c, saga, id).await;
+        if inst["final"] == true {
+            return inst;
+        }
+        assert!(std::time::Instant::now() < deadline, "{saga} {id} reaches a final state: {inst:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The states an instance went through.
@@ -125,4 +131,124 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     assert_eq!(last("t-broke").await, "TransferFailed");
     stop(eddy).await;
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// An investor's balance and reserved funds, folded from its events.
+async fn investor(c: &Client, id: &str) -> (i64, i64) {
+    let (mut balance, mut reserved) = (0, 0);
+    for e in events_on(c, &format!("events.investor.{id}")).await {
+        let amount = e.data["amount"].as_i64().unwrap_or(0);
+        match e.event_type.as_str() {
+            "FundsAdded" => balance += amount,
+            "FundsReserved" => reserved += amount,
+            "FundsReleased" => reserved -= amount,
+            "FundsCommitted" => {
+                reserved -= amount;
+                balance -= amount
+            }
+            _ => {}
+        }
+    }
+    (balance, reserved)
+}
+
+#[tokio::test]
+async fn two_investors_bid_at_once_and_exactly_one_finances_the_invoice() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let eddy = engine(&example("financing", &nats.url(), nats.dir.path())).await;
+    for i in ["i1", "i2"] {
+        ok(&c, "investor.register", json!({"id": i, "name": i})).await;
+        ok(&c, "investor.add_funds", json!({"id": i, "amount": 5_000})).await;
+    }
+    ok(&c, "invoice.issue", json!({"id": "inv1", "issuer": "acme", "amount": 1_000})).await;
+    let (a, b) = tokio::join!(
+        send(&c, "invoice.bid", json!({"id": "inv1", "investor": "i1"})),
+        send(&c, "invoice.bid", json!({"id": "inv1", "investor": "i2"})),
+    );
+    assert!(a.ok() && b.ok(), "both bids are placed: {:?} {:?}", a.body, b.body);
+    let one = finished(&c, "financing", "inv1-i1").await;
+    let two = finished(&c, "financing", "inv1-i2").await;
+    let mut ends = [one["state"].as_str().unwrap().to_string(), two["state"].as_str().unwrap().to_string()];
+    ends.sort();
+    assert_eq!(ends, ["financed", "rejected"], "{one:#}\n{two:#}");
+    let (winner, loser) = if one["state"] == "financed" { (&one, &two) } else { (&two, &one) };
+    assert_eq!(path(winner), ["reserve", "finance", "commit", "financed"]);
+    assert_eq!(path(loser), ["reserve", "finance", "release", "rejected"]);
+    let invoice = events_on(&c, "events.invoice.inv1").await;
+    let financed: Vec<_> = invoice.iter().filter(|e| e.event_type == "InvoiceFinanced").collect();
+    assert_eq!(financed.len(), 1);
+    assert_eq!(financed[0].data["investor"], winner["data"]["investor"]);
+    let w = winner["data"]["investor"].as_str().unwrap();
+    let l = loser["data"]["investor"].as_str().unwrap();
+    assert_eq!(investor(&c, w).await, (4_000, 0), "the winner paid and holds nothing reserved");
+    assert_eq!(investor(&c, l).await, (5_000, 0), "the loser's reservation is released");
+    stop(eddy).await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_transfers_on_two_engines_conserve_money() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let settings = example("bank", &nats.url(), &nats.dir.path().join("a"));
+    let a = engine(&settings).await;
+    let mut other = settings.clone();
+    other.engine.engine.data_dir = nats.dir.path().join("b");
+    let b = engine(&other).await;
+    let accounts: Vec<String> = (0..10).map(|i| format!("acc{i}")).collect();
+    for acc in &accounts {
+        open(&c, acc, 1_000).await;
+    }
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut requests = Vec::new();
+    for t in 0..200 {
+        let from = next(10) as usize;
+        let to = (from + 1 + next(9) as usize) % 10;
+        let amount = 1 + next(100) as i64;
+        requests.push((format!("t{t}"), accounts[from].clone(), accounts[to].clone(), amount));
+    }
+    let sends = requests.iter().map(|(id, from, to, amount)| {
+        let c = c.clone();
+        async move { transfer(&c, id, from, to, *amount).await }
+    });
+    futures::future::join_all(sends).await;
+
+    let mut expected: std::collections::BTreeMap<&str, i64> = accounts.iter().map(|a| (a.as_str(), 1_000)).collect();
+    let mut completed = 0;
+    for (id, from, to, amount) in &requests {
+        let inst = finished(&c, "transfer", id).await;
+        let states = path(&inst);
+        assert_eq!(states.len(), states.iter().collect::<std::collections::BTreeSet<_>>().len(), "{inst:#}");
+        match inst["state"].as_str().unwrap() {
+            "completed" => {
+                completed += 1;
+                *expected.get_mut(from.as_str()).unwrap() -= amount;
+                *expected.get_mut(to.as_str()).unwrap() += amount;
+            }
+            "failed" => assert_eq!(inst["data"]["reason"], "insufficient funds", "{inst:#}"),
+            other => panic!("{id} ended in {other}"),
+        }
+    }
+    let mut total = 0;
+    for acc in &accounts {
+        let got = balance(&c, acc).await;
+        assert_eq!(got, expected[acc.as_str()], "{acc}");
+        total += got;
+    }
+    assert_eq!(total, 10_000, "money is conserved");
+    assert!(completed >= 100, "most transfers complete ({completed})");
+    // Each transition is stored once, though both engines decided every trigger.
+    for (id, ..) in &requests {
+        let log = events_on(&c, &format!("events.saga-transfer.{id}")).await;
+        let entered: Vec<u64> = log.iter().filter(|e| e.event_type != "CommandRejected").map(|e| e.version).collect();
+        assert_eq!(entered, (1..=entered.len() as u64).collect::<Vec<_>>(), "{id}: one event per transition");
+    }
+    stop(a).await;
+    stop(b).await;
 }

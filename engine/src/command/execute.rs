@@ -104,6 +104,13 @@ impl CommandService {
             let decided = match aggregate.decide(command, &entry.state, &body, &meta) {
                 Ok(events) => events,
                 Err(DecideError::Rejected(message)) => {
+                    // A rejection appends nothing, so no expected sequence guards it: make sure it was
+                    // decided on the latest state (another engine may have appended since this one cached it).
+                    let last = self.store.last_event(aggregate_name, &id).await.map_err(store_failure)?;
+                    if last.is_some_and(|e| e.seq != entry.last_seq) {
+                        self.catch_up(aggregate, &id, &mut entry).await?;
+                        continue;
+                    }
                     let reply = Arc::new(Reply::failure(fail(ErrorCode::Rejected, message)));
                     entry.remember(&command_id, now, reply.clone(), self.window);
                     return Ok(reply);

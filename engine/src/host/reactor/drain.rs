@@ -56,7 +56,7 @@ impl Runner {
                     tracing::warn!(reactor = %self.name(), error = %e, retry_in = ?backoff, "publishes not confirmed; sending them again")
                 }
             }
-            if !sleep(&self.shared.cancel, backoff).await {
+            if !sleep(&self.cancel, backoff).await {
                 return false;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -79,7 +79,7 @@ impl Runner {
                 Ok(done) => {
                     if let Done::Command(Some(rejection)) = &done {
                         if let Some(append) = self.shared.logic.on_rejected(pending, rejection) {
-                            let cancel = self.shared.cancel.clone();
+                            let cancel = self.cancel.clone();
                             let effects = &self.host.effects;
                             let recorded = retry_forever(&cancel, self.name(), "recording a rejection", || {
                                 effects.record(&append)
@@ -106,7 +106,7 @@ impl Runner {
                     return self.action_failed(pending, e, policy.on_error).map(|()| None);
                 }
             }
-            if !sleep(&self.shared.cancel, backoff).await {
+            if !sleep(&self.cancel, backoff).await {
                 return Err(Flow::Cancelled);
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -200,7 +200,7 @@ impl Runner {
                 Some(pending) => outbox.push(pending),
                 None => {
                     let store = self.host.effects.store().clone();
-                    let cancel = self.shared.cancel.clone();
+                    let cancel = self.cancel.clone();
                     let event =
                         retry_forever(&cancel, self.name(), "reading a parked event", || store.event_at(item.seq))
                             .await;

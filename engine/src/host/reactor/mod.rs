@@ -7,6 +7,7 @@
 mod admin;
 mod drain;
 mod effects;
+mod lease;
 mod runner;
 mod sagas;
 mod set;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
+pub use lease::LEASE_TTL;
 pub use runner::Status;
 pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};

@@ -11,6 +11,7 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Leases;
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
 use super::{effect_id, Effects, Entries, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
@@ -30,6 +31,8 @@ pub enum Status {
     Running,
     /// Folding history (first deployment, lost state, changed definition) with its actions suppressed.
     Rebuilding,
+    /// Another engine holds the reactor's lease and runs it.
+    Standby,
     Stopped,
     /// Stopped at an event or action by `on_error = "stop"`; `eddy reactors retry` resumes.
     Failed(String),
@@ -75,6 +78,7 @@ impl Shared {
 pub struct Host {
     pub effects: Effects,
     pub watermarks: Watermarks,
+    pub leases: Leases,
 }
 
 /// How a step ended.
@@ -114,19 +118,38 @@ impl Entries for Overlay<'_> {
     }
 }
 
-/// Runs a reactor until its token is cancelled.
+/// Runs a reactor until its token is cancelled, whenever this engine holds its lease.
 pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
-    let Some(mut runner) = Runner::open(shared.clone(), host).await else {
-        shared.set_status(Status::Stopped);
-        return;
-    };
-    runner.run().await;
-    runner.finish().await;
+    let name = shared.name().to_string();
+    loop {
+        shared.set_status(Status::Standby);
+        let Some(revision) = host.leases.acquire(&name, &shared.cancel).await else { break };
+        // Cancelled when the lease is lost or the reactor stops; the keeper is owned by this loop.
+        let term = shared.cancel.child_token();
+        let keeper = {
+            let (host, name, term) = (host.clone(), name.clone(), term.clone());
+            tokio::spawn(async move { host.leases.keep(&name, revision, term).await })
+        };
+        if let Some(mut runner) = Runner::open(shared.clone(), host.clone(), term.clone()).await {
+            runner.run().await;
+            runner.finish().await;
+        }
+        term.cancel();
+        if let Err(e) = keeper.await {
+            tracing::error!(reactor = %name, error = %e, "lease keeper ended abnormally");
+        }
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+    }
+    shared.set_status(Status::Stopped);
 }
 
 pub(super) struct Runner {
     pub(super) shared: Arc<Shared>,
     pub(super) host: Arc<Host>,
+    /// Cancelled when the reactor stops or this engine loses its lease.
+    pub(super) cancel: CancellationToken,
     pub(super) mark: Mark,
     pub(super) mark_put: Instant,
     /// Actions of events up to here are not run: history at deployment, or already handled.
@@ -140,9 +163,8 @@ pub(super) struct Runner {
 impl Runner {
     /// Reads the watermark (creating it on first deployment), runs what a crash left in the outbox, and
     /// rebuilds the state if the definition changed. `None` if cancelled meanwhile.
-    async fn open(shared: Arc<Shared>, host: Arc<Host>) -> Option<Runner> {
+    async fn open(shared: Arc<Shared>, host: Arc<Host>, cancel: CancellationToken) -> Option<Runner> {
         let name = shared.name().to_string();
-        let cancel = shared.cancel.clone();
         let mark = match retry_forever(&cancel, &name, "reading the watermark", || host.watermarks.get(&name)).await? {
             Some(mark) => mark,
             None => {
@@ -157,6 +179,7 @@ impl Runner {
         let mut runner = Runner {
             shared,
             host,
+            cancel,
             mark,
             mark_put: Instant::now(),
             quiet_until: 0,
@@ -229,7 +252,7 @@ impl Runner {
     async fn follow(&mut self) -> Flow {
         let name = format!("reactor {}", self.name());
         let feed = Feed::new(self.host.effects.store().clone(), self.shared.logic.filters(), self.bookmark + 1, name);
-        let reading = self.shared.cancel.child_token();
+        let reading = self.cancel.child_token();
         let stop_reading = reading.clone().drop_guard();
         let mut rx = feed.spawn(BATCH, reading);
         loop {
@@ -240,7 +263,7 @@ impl Runner {
                 }
             }
             let batch = tokio::select! {
-                _ = self.shared.cancel.cancelled() => return Flow::Cancelled,
+                _ = self.cancel.cancelled() => return Flow::Cancelled,
                 _ = self.shared.retry.notified() => {
                     self.redrive = true;
                     continue;
@@ -356,7 +379,7 @@ impl Runner {
                 Err(e) if attempt < logic.policy().max_retries => {
                     attempt += 1;
                     tracing::warn!(reactor = %self.name(), seq = event.seq, attempt, error = %e, "deciding an event failed; retrying");
-                    if !sleep(&self.shared.cancel, backoff).await {
+                    if !sleep(&self.cancel, backoff).await {
                         return Err(None);
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -381,7 +404,7 @@ impl Runner {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(reactor = %self.name(), seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
-                    if !sleep(&self.shared.cancel, backoff).await {
+                    if !sleep(&self.cancel, backoff).await {
                         return false;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -404,7 +427,7 @@ impl Runner {
     /// Waits for `eddy reactors retry`; false if cancelled first.
     async fn wait_for_retry(&mut self) -> bool {
         tokio::select! {
-            _ = self.shared.cancel.cancelled() => false,
+            _ = self.cancel.cancelled() => false,
             _ = self.shared.retry.notified() => {
                 tracing::info!(reactor = %self.name(), "retrying");
                 self.redrive = true;

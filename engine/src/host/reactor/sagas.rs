@@ -57,9 +57,11 @@ fn unknown(reactors: &Reactors, saga: &str) -> Option<Reply> {
 pub fn list(reactors: &Reactors, body: &[u8]) -> Reply {
     let req: ListRequest = match serde_json::from_slice(if body.is_empty() { b"{}" } else { body }) {
         Ok(r) => r,
-        Err(e) => return invalid(format!(
+        Err(e) => {
+            return invalid(format!(
             "expected {{\"saga\": \"<name>\", \"state\"?, \"stuck_secs\"?, \"active\"?, \"after\"?, \"limit\"?}}: {e}"
-        )),
+        ))
+        }
     };
     if let Some(reply) = unknown(reactors, &req.saga) {
         return reply;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Leases;
 use super::runner::{self, Host, Shared, Status};
 use super::watermark::Watermarks;
 use super::{Effects, Logic, ReactorState};
@@ -24,6 +25,8 @@ pub enum Error {
     Watermark(#[from] super::watermark::Error),
     #[error("no reactor `{0}`")]
     Unknown(String),
+    #[error("reactor files: {0}")]
+    Io(std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -33,7 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ReactorStatus {
     pub name: String,
     pub kind: &'static str,
-    /// running | rebuilding | stopped | failed (and starting, briefly)
+    /// running | rebuilding | standby (another engine runs it) | stopped | failed (and starting, briefly)
     pub status: &'static str,
     /// Why it failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,10 +86,13 @@ impl Reactors {
     /// Starts `logics`, with their files under `<data_dir>/reactors/`.
     pub async fn start(logics: Vec<Arc<dyn Logic>>, effects: Effects, engine: &EngineConfig) -> Result<Arc<Self>> {
         let watermarks = Watermarks::open(effects.store().jetstream(), &engine.stream, engine.replicas).await?;
+        let dir = engine.data_dir.join("reactors");
+        let holder = engine_id(&dir)?;
+        let leases = Leases::open(effects.store().jetstream(), &engine.stream, engine.replicas, holder).await?;
         let reactors = Arc::new(Reactors {
             reactors: RwLock::new(BTreeMap::new()),
-            host: Arc::new(Host { effects, watermarks }),
-            dir: engine.data_dir.join("reactors"),
+            host: Arc::new(Host { effects, watermarks, leases }),
+            dir,
             cancel: CancellationToken::new(),
         });
         for logic in logics {
@@ -191,11 +197,25 @@ impl Reactors {
     }
 }
 
+/// This engine's name in the lease bucket, kept with its reactors' files.
+fn engine_id(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join(".engine-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &id)).map_err(Error::Io)?;
+    Ok(id)
+}
+
 fn status_of(shared: &Shared) -> ReactorStatus {
     let (status, error) = match &*shared.status.lock().expect("lock") {
         Status::Starting => ("starting", None),
         Status::Running => ("running", None),
         Status::Rebuilding => ("rebuilding", None),
+        Status::Standby => ("standby", None),
         Status::Stopped => ("stopped", None),
         Status::Failed(e) => ("failed", Some(e.clone())),
     };

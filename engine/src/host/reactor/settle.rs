@@ -55,7 +55,7 @@ impl Runner {
                     let from = append.expected_seq.unwrap_or(0) + 1;
                     let store = self.host.effects.store().clone();
                     let subject = subject(&append.aggregate, &append.key);
-                    let cancel = self.shared.cancel.clone();
+                    let cancel = self.cancel.clone();
                     let newer = retry_forever(&cancel, self.name(), "reading the reactor's own subject", || {
                         store.load_subject(&subject, from)
                     })
@@ -89,7 +89,7 @@ impl Runner {
             data: append.data.clone(),
         };
         let store = self.host.effects.store().clone();
-        let cancel = self.shared.cancel.clone();
+        let cancel = self.cancel.clone();
         let (agg, key) = (append.aggregate.as_str(), append.key.as_str());
         let attempt = || async {
             let result = match append.expected_seq {
