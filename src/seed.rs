@@ -26,6 +26,19 @@ pub async fn seed_inventory(client: &Client, products: usize, changes: usize) ->
     publish_all(client, "product", "prod", products, events).await
 }
 
+/// Opens `accounts` accounts (`acct-<i>`) with `amount` each: two events per account, so that loading one
+/// is cheap (the saga benchmark measures sagas, not long aggregate histories).
+pub async fn seed_funded_accounts(client: &Client, accounts: usize, amount: i64) -> Result<(), async_nats::Error> {
+    let events = (0..accounts * 2).map(|i| {
+        if i < accounts {
+            (i, "AccountOpened", json!({"owner": format!("o{i}")}))
+        } else {
+            (i - accounts, "MoneyDeposited", json!({"amount": amount}))
+        }
+    });
+    publish_all(client, "account", "acct", accounts, events).await
+}
+
 /// Appends `(index, event type, data)` to `events.<aggregate>.<prefix>-<index>` with eddy's headers.
 async fn publish_all(
     client: &Client,

@@ -4,6 +4,7 @@
 mod commands;
 mod load;
 mod reactors;
+mod sagas;
 mod views;
 
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ pub enum BenchVerb {
     Commands(commands::Args),
     /// Reactor catch-up (`low-stock`) against a raw ordered-consumer read of the same events.
     Reactors(reactors::Args),
+    /// Small bank transfers through the `transfer` saga, against raw JetStream appends.
+    Sagas(sagas::Args),
     /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
     Views(views::Args),
 }
@@ -23,5 +26,6 @@ pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
         BenchVerb::Commands(args) => commands::run(args).await,
         BenchVerb::Reactors(args) => reactors::run(args).await,
         BenchVerb::Views(args) => views::run(args).await,
+        BenchVerb::Sagas(args) => sagas::run(args).await,
     }
 }

@@ -360,6 +360,10 @@ impl Logic for Saga {
         Ok(Outcome::default())
     }
 
+    fn concurrent_actions(&self) -> bool {
+        true
+    }
+
     fn on_rejected(&self, pending: &Pending, failure: &Failure) -> Option<Append> {
         let id = pending.correlation_id.strip_prefix(&self.correlation(""))?;
         let Action::Command { aggregate, command, .. } = &pending.action else { return None };

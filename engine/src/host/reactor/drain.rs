@@ -1,7 +1,10 @@
 //! Running the outbox: each action with retries and the error policy, then the watermark; and re-driving
 //! what was parked.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use super::effects::{Done, Failed};
 use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_BACKOFF};
@@ -9,8 +12,40 @@ use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
 
+/// Correlation ids whose actions run at once.
+const LANES: usize = 64;
+
 impl Runner {
-    /// Runs the outbox in order.
+    /// Runs the outbox: in order, or, for kinds whose actions are independent across correlation ids
+    /// (saga instances), in order within each id and up to [`LANES`] ids at once.
+    async fn run_lanes(&self, outbox: Vec<Pending>) -> Vec<Result<Vec<Pending>, Flow>> {
+        let mut lanes: Vec<Vec<Pending>> = Vec::new();
+        if self.shared.logic.concurrent_actions() {
+            let mut index: HashMap<String, usize> = HashMap::new();
+            for pending in outbox {
+                let i = *index.entry(pending.correlation_id.clone()).or_insert_with(|| {
+                    lanes.push(Vec::new());
+                    lanes.len() - 1
+                });
+                lanes[i].push(pending);
+            }
+        } else {
+            lanes.push(outbox);
+        }
+        let run = |lane: Vec<Pending>| async move {
+            let mut published = Vec::new();
+            for pending in lane {
+                match self.run_action(&pending).await? {
+                    Some(Done::Published) => published.push(pending),
+                    _ => {}
+                }
+            }
+            Ok(published)
+        };
+        futures::stream::iter(lanes).map(run).buffer_unordered(LANES).collect().await
+    }
+
+    /// Runs the outbox.
     pub(super) async fn drain(&mut self) -> Flow {
         let outbox = match self.shared.state.outbox() {
             Ok(o) => o,
@@ -23,10 +58,9 @@ impl Runner {
         let ran = !outbox.is_empty();
         // Publishes leave the outbox only once the server is known to have them.
         let mut unconfirmed = Vec::new();
-        for pending in outbox {
-            match self.run_action(&pending).await {
-                Ok(Some(Done::Published)) => unconfirmed.push(pending),
-                Ok(_) => {}
+        for lane in self.run_lanes(outbox).await {
+            match lane {
+                Ok(published) => unconfirmed.extend(published),
                 Err(flow) => return flow,
             }
         }
@@ -70,7 +104,7 @@ impl Runner {
 
     /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
     /// every other `Ok` has left the outbox.
-    pub(super) async fn run_action(&mut self, pending: &Pending) -> Result<Option<Done>, Flow> {
+    pub(super) async fn run_action(&self, pending: &Pending) -> Result<Option<Done>, Flow> {
         let policy = self.shared.logic.policy().clone();
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
@@ -113,7 +147,7 @@ impl Runner {
         }
     }
 
-    pub(super) fn action_failed(&mut self, pending: &Pending, error: String, on_error: OnError) -> Result<(), Flow> {
+    pub(super) fn action_failed(&self, pending: &Pending, error: String, on_error: OnError) -> Result<(), Flow> {
         let (name, seq, effect) = (self.name().to_string(), pending.seq, pending.id.as_str());
         match on_error {
             OnError::Skip => {

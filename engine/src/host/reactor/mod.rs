@@ -170,6 +170,12 @@ pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether actions with different correlation ids may run at once (each id's stay in order). Saga
+    /// instances are independent; a rule's actions run in stream order.
+    fn concurrent_actions(&self) -> bool {
+        false
+    }
+
     /// For kinds whose entries are instances of a process (sagas): how operators see one.
     fn instance(&self, _key: &str, _entry: &Map<String, Json>) -> Option<InstanceSummary> {
         None
