@@ -35,9 +35,8 @@ impl Runner {
         let run = |lane: Vec<Pending>| async move {
             let mut published = Vec::new();
             for pending in lane {
-                match self.run_action(&pending).await? {
-                    Some(Done::Published) => published.push(pending),
-                    _ => {}
+                if let Some(Done::Published) = self.run_action(&pending).await? {
+                    published.push(pending);
                 }
             }
             Ok(published)
