@@ -93,6 +93,27 @@ enum Verb {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// A saga's instances (state, age, last transition), or one instance's history: eddy sagas transfer t1
+    Sagas {
+        saga: String,
+        id: Option<String>,
+        /// Only instances in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only instances stuck: in a non-final state for at least this many seconds.
+        #[arg(long)]
+        stuck: Option<u64>,
+        /// Only instances not yet in a final state.
+        #[arg(long)]
+        active: bool,
+        /// At most this many instances (default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
     /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
     Query {
         view: String,
@@ -148,6 +169,10 @@ fn main() -> ExitCode {
                 cli::views(&config.config, server.server, rebuild).await
             }
             Verb::Reactors { action, config, server } => cli::reactors(&config.config, server.server, action).await,
+            Verb::Sagas { saga, id, state, stuck, active, limit, config, server } => {
+                let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
+                cli::sagas(&config.config, server.server, args).await
+            }
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
                 let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };
                 cli::query(&config.config, server.server, args).await

@@ -89,6 +89,10 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     transfer(&c, "t-large", "alice", "bob", 2_000).await;
     let waiting = eventually(10, || async { instance(&c, "transfer", "t-large").await["state"] == "approval" }).await;
     assert!(waiting, "a large transfer waits for approval");
+    let stuck = c.request("eddy.admin.sagas", json!({"saga": "transfer", "stuck_secs": 0}).to_string().into()).await;
+    let stuck: Value = serde_json::from_slice(&stuck.unwrap().payload).unwrap();
+    let ids: Vec<&str> = stuck["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["t-large"], "only the waiting instance is listed as stuck: {stuck:#}");
     ok(&c, "transfer.approve", json!({"id": "t-large"})).await;
     let inst = finished(&c, "transfer", "t-large").await;
     assert_eq!(path(&inst), ["debit", "approval", "credit", "completed"]);
@@ -130,7 +134,6 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     assert_eq!(last("t-timeout").await, "TransferFailed");
     assert_eq!(last("t-broke").await, "TransferFailed");
     stop(eddy).await;
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// An investor's balance and reserved funds, folded from its events.
@@ -251,4 +254,62 @@ async fn two_hundred_concurrent_transfers_on_two_engines_conserve_money() {
     }
     stop(a).await;
     stop(b).await;
+}
+
+#[tokio::test]
+async fn a_killed_engine_finishes_a_saga_whose_timer_fired_while_it_was_down() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let config = bank_with_timeout(nats.dir.path(), 2);
+    let data = tempfile::tempdir().unwrap();
+    let mut child = spawn_eddy(&config, &nats.url(), data.path());
+    let mut guard = KillOnDrop(child.id());
+    assert!(eventually(30, || async { reactor_status(&c, "transfer").await["status"] == "running" }).await);
+    open(&c, "alice", 5_000).await;
+    open(&c, "bob", 0).await;
+    transfer(&c, "t1", "alice", "bob", 2_000).await;
+    let waiting = eventually(10, || async { instance(&c, "transfer", "t1").await["state"] == "approval" }).await;
+    assert!(waiting, "the transfer waits for approval with its timer armed");
+    let armed = instance(&c, "transfer", "t1").await;
+    assert!(armed["timer_at"].is_string(), "{armed:#}");
+
+    // SIGKILL with the timer pending; it fires while eddy is down.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = events_on(&c, "events.saga-transfer.t1").await;
+    assert!(log.iter().any(|e| e.event_type == "TimerFired"), "the server fired the timer into the stream");
+
+    let mut child = spawn_eddy(&config, &nats.url(), data.path());
+    guard.0 = child.id();
+    let inst = finished(&c, "transfer", "t1").await;
+    assert_eq!(path(&inst), ["debit", "approval", "refund", "failed"]);
+    assert_eq!(inst["data"]["reason"], "approval timed out");
+    assert_eq!((balance(&c, "alice").await, balance(&c, "bob").await), (5_000, 0));
+    // Every command the saga sent ran once: one event per command id, one refund.
+    let alice = events_on(&c, "events.account.alice").await;
+    let ids: Vec<&str> = alice.iter().map(|e| e.command_id.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "no command ran twice: {ids:?}");
+    let refunds = alice.iter().filter(|e| e.correlation_id == "transfer:t1" && e.event_type == "MoneyDeposited");
+    assert_eq!(refunds.count(), 1);
+    let transfer = events_on(&c, "events.transfer.t1").await;
+    assert_eq!(transfer.iter().filter(|e| e.event_type == "TransferFailed").count(), 1);
+
+    // What operators see: the instance list and one instance's history.
+    let eddy = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(args)
+            .args(["--server", &nats.url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = eddy(&["sagas", "transfer"]);
+    assert!(list.contains("t1") && list.contains("failed"), "{list}");
+    let one = eddy(&["sagas", "transfer", "t1"]);
+    assert!(one.contains("approval -> refund on timeout"), "{one}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

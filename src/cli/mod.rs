@@ -2,6 +2,7 @@
 
 mod history;
 mod reactors;
+mod sagas;
 mod send;
 mod views;
 
@@ -15,6 +16,7 @@ use eddy_engine::runtime::Shutdown;
 
 pub use history::history;
 pub use reactors::{reactors, ReactorsAction};
+pub use sagas::{sagas, SagasArgs};
 pub use send::{send, SendHeaders};
 pub use views::{query, views, QueryArgs};
 

@@ -1,0 +1,94 @@
+//! `eddy sagas <saga> [<id>]`: a saga's instances (state, age, last transition), or one instance's history.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use super::views::{finish, request};
+
+/// Which instances to list.
+pub struct SagasArgs {
+    pub saga: String,
+    pub id: Option<String>,
+    pub state: Option<String>,
+    pub stuck_secs: Option<u64>,
+    pub active: bool,
+    pub limit: Option<usize>,
+}
+
+pub async fn sagas(config: &Path, server: Option<String>, args: SagasArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = &args.id {
+        let body = json!({"saga": args.saga, "id": id});
+        let reply = request(config, server, |p| format!("{p}.admin.sagas.get"), body).await?;
+        if reply["ok"] == true {
+            print_instance(&reply["instance"]);
+        }
+        return Ok(finish(&reply));
+    }
+    let body = json!({"saga": args.saga, "state": args.state, "stuck_secs": args.stuck_secs,
+        "active": args.active, "limit": args.limit});
+    let reply = request(config, server, |p| format!("{p}.admin.sagas"), body).await?;
+    if reply["ok"] != true {
+        return Ok(finish(&reply));
+    }
+    println!("{:<28} {:<14} {:>10} {:>10}  LAST TRANSITION", "INSTANCE", "STATE", "AGE", "IN STATE");
+    for i in reply["items"].as_array().into_iter().flatten() {
+        let state = format!("{}{}", i["state"].as_str().unwrap_or(""), if i["final"] == true { " ✓" } else { "" });
+        println!(
+            "{:<28} {:<14} {:>10} {:>10}  {}",
+            i["id"].as_str().unwrap_or(""),
+            state,
+            secs(&i["age_secs"]),
+            secs(&i["in_state_secs"]),
+            step(&i["last"]),
+        );
+    }
+    if let Some(next) = reply["next"].as_str() {
+        println!("(more after {next})");
+    }
+    let counts: Vec<String> =
+        reply["states"].as_object().into_iter().flatten().map(|(s, n)| format!("{s}: {n}")).collect();
+    println!("all instances by state: {}", if counts.is_empty() { "none".into() } else { counts.join(", ") });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secs(v: &Value) -> String {
+    let s = v.as_f64().unwrap_or(0.0);
+    match s {
+        s if s < 60.0 => format!("{s:.1}s"),
+        s if s < 3600.0 => format!("{:.1}m", s / 60.0),
+        s => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+fn step(s: &Value) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    let from = s["from"].as_str().map(|f| format!("{f} -> ")).unwrap_or_default();
+    format!(
+        "{from}{} on {} (seq {}, at {})",
+        s["to"].as_str().unwrap_or(""),
+        s["trigger"].as_str().unwrap_or(""),
+        s["cause"],
+        s["at"].as_str().unwrap_or("")
+    )
+}
+
+fn print_instance(inst: &Value) {
+    println!(
+        "instance {}  state {}{}",
+        inst["id"].as_str().unwrap_or(""),
+        inst["state"].as_str().unwrap_or(""),
+        if inst["final"] == true { " (final)" } else { "" }
+    );
+    println!("data     {}", inst["data"]);
+    if let Some(at) = inst["timer_at"].as_str() {
+        println!("timer    fires at {at}");
+    }
+    println!("history");
+    for s in inst["history"].as_array().into_iter().flatten() {
+        println!("  seq {:<8} {}", s["seq"], step(s));
+    }
+}
