@@ -38,13 +38,24 @@ pub async fn reactors(
         return Ok(finish(&reply));
     }
     println!(
-        "{:<24} {:<5} {:<11} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7}",
-        "REACTOR", "KIND", "STATUS", "POSITION", "LAG", "PARKED", "COMMANDS", "REJECTED", "PUBLISHES", "EMITS"
+        "{:<24} {:<5} {:<11} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
+        "REACTOR",
+        "KIND",
+        "STATUS",
+        "POSITION",
+        "LAG",
+        "PARKED",
+        "COMMANDS",
+        "REJECTED",
+        "PUBLISHES",
+        "EMITS",
+        "IGNORED",
+        "TIMERS"
     );
     for r in reply["reactors"].as_array().into_iter().flatten() {
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         println!(
-            "{:<24} {:<5} {:<11} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7}",
+            "{:<24} {:<5} {:<11} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
             r["name"].as_str().unwrap_or(""),
             r["kind"].as_str().unwrap_or(""),
             r["status"].as_str().unwrap_or(""),
@@ -55,6 +66,8 @@ pub async fn reactors(
             n("rejected"),
             n("publishes"),
             n("emits"),
+            n("ignored"),
+            n("timers"),
         );
         if let Some(error) = r["error"].as_str() {
             println!("  failed at {error}");
