@@ -84,6 +84,13 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     let inst = finished(&c, "transfer", "t-small").await;
     assert_eq!(path(&inst), ["debit", "credit", "completed"]);
     assert_eq!((balance(&c, "alice").await, balance(&c, "bob").await), (9_700, 300));
+    // An event routed to a finished instance changes nothing and is counted as ignored.
+    let body = json!({"id": "bob", "amount": 1}).to_string();
+    let late = send_raw(&c, "account.deposit", &body, &[("Eddy-Correlation-Id", "transfer:t-small")]).await;
+    assert!(late.ok());
+    assert!(eventually(10, || async { reactor_status(&c, "transfer").await["ignored"] == 1 }).await);
+    assert_eq!(path(&instance(&c, "transfer", "t-small").await), ["debit", "credit", "completed"]);
+    ok(&c, "account.withdraw", json!({"id": "bob", "amount": 1})).await;
 
     // Large: waits for approval, then completes.
     transfer(&c, "t-large", "alice", "bob", 2_000).await;
