@@ -283,9 +283,11 @@ async fn a_killed_engine_finishes_a_saga_whose_timer_fired_while_it_was_down() {
     // SIGKILL with the timer pending; it fires while eddy is down.
     child.kill().unwrap();
     child.wait().unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let log = events_on(&c, "events.saga-transfer.t1").await;
-    assert!(log.iter().any(|e| e.event_type == "TimerFired"), "the server fired the timer into the stream");
+    let fired = eventually(10, || async {
+        events_on(&c, "events.saga-transfer.t1").await.iter().any(|e| e.event_type == "TimerFired")
+    })
+    .await;
+    assert!(fired, "the server fired the timer into the stream");
 
     let mut child = spawn_eddy(&config, &nats.url(), data.path());
     guard.0 = child.id();

@@ -49,16 +49,12 @@ impl EventStore {
         expected_last_seq: u64,
         events: &[OutgoingEvent],
     ) -> Result<Appended> {
-        self.append_checked(aggregate, id, Some(expected_last_seq), events).await
+        self.append_expecting(aggregate, id, Some(expected_last_seq), events).await
     }
 
-    /// Appends `events` whatever the subject holds: for events whose order does not matter to their
-    /// subject's writer (a saga records a rejection this way; the instance checks it belongs).
-    pub async fn append_unchecked(&self, aggregate: &str, id: &str, events: &[OutgoingEvent]) -> Result<Appended> {
-        self.append_checked(aggregate, id, None, events).await
-    }
-
-    async fn append_checked(
+    /// [`append`](Self::append), or with `None` whatever the subject holds: for events whose order does not
+    /// matter to their subject's writer (a saga records a rejection this way; the instance checks it belongs).
+    pub async fn append_expecting(
         &self,
         aggregate: &str,
         id: &str,

@@ -6,7 +6,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{Error, EventStore, Result};
-use crate::envelope::{headers, subject, OutgoingEvent};
+use crate::envelope::{subject, OutgoingEvent};
 
 /// Where schedules live in the stream.
 pub const TIMER_SUBJECTS: &str = "timers.>";
@@ -14,9 +14,10 @@ pub const TIMER_SUBJECTS: &str = "timers.>";
 const SCHEDULE: &str = "Nats-Schedule";
 const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
 
-/// The subject holding the timer of `events.<aggregate>.<key>`: one timer at a time per subject.
-pub fn timer_subject(aggregate: &str, key: &str) -> String {
-    format!("timers.{aggregate}.{key}")
+/// The subject holding timer `n` of `events.<aggregate>.<key>`. A subject holds one schedule (ADR-51), so
+/// each timer gets its own, and cancelling one never touches another.
+pub fn timer_subject(aggregate: &str, key: &str, n: u64) -> String {
+    format!("timers.{aggregate}.{key}.{n}")
 }
 
 /// `@at` takes whole seconds; rounding up means a timer never fires early.
@@ -27,8 +28,8 @@ fn at_header(at: DateTime<Utc>) -> String {
 }
 
 impl EventStore {
-    /// Holds `event` on `timer` until `at`, when the server appends it to `events.<aggregate>.<key>`. A
-    /// newer schedule on the same subject replaces it; `event.msg_id` makes a repeat a no-op.
+    /// Holds `event` on `timer` until `at`, when the server appends it to `events.<aggregate>.<key>`;
+    /// `event.msg_id` makes a repeat a no-op.
     pub async fn schedule(
         &self,
         timer: &str,
@@ -40,7 +41,6 @@ impl EventStore {
         let mut h = event.headers();
         h.insert(SCHEDULE, at_header(at).as_str());
         h.insert(SCHEDULE_TARGET, subject(aggregate, key).as_str());
-        debug_assert!(!event.msg_id.is_empty(), "{}", headers::MSG_ID);
         let payload = serde_json::to_vec(&event.data).expect("JSON values serialize");
         let ack = self
             .js

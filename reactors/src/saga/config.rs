@@ -128,7 +128,7 @@ pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErr
     }
     let mut states = BTreeMap::new();
     for (state_name, st) in &toml.states {
-        states.insert(state_name.clone(), load_state(&c, config, name, &format!("{key}.states.{state_name}"), st));
+        states.insert(state_name.clone(), load_state(&c, config, &log, &format!("{key}.states.{state_name}"), st));
     }
     check_graph(&c, &key, &toml, &states);
     if c.len() != before {
@@ -159,13 +159,13 @@ pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErr
     })
 }
 
-fn load_state(c: &Compiler, config: &Config, saga: &str, at: &str, st: &StateToml) -> State {
-    let log = super::log_aggregate(saga);
+/// One state; its emits go to the saga's log, `events.<log>.<instance>`.
+fn load_state(c: &Compiler, config: &Config, log: &str, at: &str, st: &StateToml) -> State {
     let actions: Vec<_> = st
         .actions
         .iter()
         .enumerate()
-        .filter_map(|(i, a)| load_action(c, config, &log, &format!("{at}.do[{i}]"), a, SAGA_VARS))
+        .filter_map(|(i, a)| load_action(c, config, log, &format!("{at}.do[{i}]"), a, SAGA_VARS))
         .collect();
     let mut state = State {
         actions,

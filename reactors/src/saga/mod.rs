@@ -193,7 +193,7 @@ impl Saga {
     }
 
     fn timer(&self, id: &str, entry: u64) -> String {
-        format!("{}.{entry}", timer_subject(&self.log, id))
+        timer_subject(&self.log, id, entry)
     }
 
     /// An event from outside the saga's log: a start, or a trigger of an instance.

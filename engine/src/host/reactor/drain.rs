@@ -242,11 +242,7 @@ impl Runner {
                         tracing::error!(reactor = %self.name(), seq = item.seq, "the parked event is no longer in the stream; dropped");
                         continue;
                     };
-                    let settled = match self.decide(&event, &changes, false).await {
-                        Ok(outcome) => self.settle(&event, outcome, &mut changes, &mut outbox, true).await,
-                        Err(e) => Err(e),
-                    };
-                    match settled {
+                    match self.take(&event, &mut changes, &mut outbox, true).await {
                         Ok(()) => {}
                         Err(None) => return Flow::Cancelled,
                         Err(Some(error)) => {

@@ -180,22 +180,9 @@ impl Effects {
 
     /// Appends `append` for a reactor (a saga's rejection record), retried like any action.
     pub async fn record(&self, append: &super::Append) -> Result<(), Failed> {
-        let event = OutgoingEvent {
-            event_type: append.event_type.clone(),
-            version: append.version,
-            time: Utc::now(),
-            command_id: append.msg_id.clone(),
-            correlation_id: append.correlation_id.clone(),
-            causation_id: append.msg_id.clone(),
-            msg_id: append.msg_id.clone(),
-            data: append.data.clone(),
-        };
+        let event = append.event(Utc::now());
         let store = self.commands.store();
-        let result = match append.expected_seq {
-            Some(seq) => store.append(&append.aggregate, &append.key, seq, &[event]).await,
-            None => store.append_unchecked(&append.aggregate, &append.key, &[event]).await,
-        };
-        match result {
+        match store.append_expecting(&append.aggregate, &append.key, append.expected_seq, &[event]).await {
             Ok(_) => Ok(()),
             Err(e) if self.client.connection_state() != State::Connected => Err(Failed::Disconnected(e.to_string())),
             Err(e) => Err(Failed::Transient(format!(

@@ -26,7 +26,7 @@ impl Leases {
     /// Creates the bucket if needed. `holder` names this engine: the same after a restart on the same data,
     /// so a restarted engine takes its leases back at once instead of waiting for them to expire.
     pub async fn open(js: &jetstream::Context, stream: &str, replicas: usize, holder: String) -> Result<Self, Error> {
-        let bucket = super::watermark::bucket_name(stream).replace("_reactors", "_leases");
+        let bucket = super::watermark::kv_bucket(stream, "leases");
         let config = kv::Config {
             bucket: bucket.clone(),
             history: 1,

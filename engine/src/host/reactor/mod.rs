@@ -21,15 +21,13 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
-pub use lease::LEASE_TTL;
 pub use runner::Status;
 pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};
-
 pub use watermark::{bucket_name, Mark};
 
 use crate::command::Failure;
-use crate::envelope::StoredEvent;
+use crate::envelope::{OutgoingEvent, StoredEvent};
 
 /// Where a newly deployed reactor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,8 +73,8 @@ pub enum Action {
     Publish { subject: String, data: Json },
     /// An event appended to `events.<aggregate>.<key>` (a reactor's own subject).
     Emit { aggregate: String, key: String, event_type: String, data: Json },
-    /// A durable timer: a JetStream message schedule (ADR-51 `@at`) on `subject` (one timer per subject;
-    /// a newer one replaces it) that appends the event to `events.<aggregate>.<key>` at `at`.
+    /// A durable timer: a JetStream message schedule (ADR-51 `@at`) held on `subject` that appends the
+    /// event to `events.<aggregate>.<key>` at `at`.
     Schedule {
         subject: String,
         at: DateTime<Utc>,
@@ -134,6 +132,22 @@ pub struct Append {
     /// `Nats-Msg-Id`, so a repeat after a crash is stored once.
     pub msg_id: String,
     pub correlation_id: String,
+}
+
+impl Append {
+    /// The event to store, stamped `time`; its msg id is also its command and causation id.
+    pub fn event(&self, time: DateTime<Utc>) -> OutgoingEvent {
+        OutgoingEvent {
+            event_type: self.event_type.clone(),
+            version: self.version,
+            time,
+            command_id: self.msg_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.msg_id.clone(),
+            msg_id: self.msg_id.clone(),
+            data: self.data.clone(),
+        }
+    }
 }
 
 /// Read access to a reactor's state while an event is decided.

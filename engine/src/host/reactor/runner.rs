@@ -298,11 +298,7 @@ impl Runner {
             if event.seq <= self.bookmark || !logic.reads(event) {
                 continue;
             }
-            let settled = match self.decide(event, &changes, false).await {
-                Ok(outcome) => self.settle(event, outcome, &mut changes, &mut outbox, false).await,
-                Err(e) => Err(e),
-            };
-            match settled {
+            match self.take(event, &mut changes, &mut outbox, false).await {
                 Ok(()) => {}
                 Err(None) => return Flow::Cancelled,
                 Err(Some(error)) => match logic.policy().on_error {

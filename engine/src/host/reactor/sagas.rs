@@ -2,13 +2,14 @@
 //! history), for the kinds whose entries are process instances.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::set::Error;
-use super::Reactors;
+use super::{Logic, ReactorState, Reactors};
 use crate::command::{ErrorCode, Failure, Reply};
 
 /// Instances per reply unless asked otherwise.
@@ -43,13 +44,14 @@ fn invalid(e: impl std::fmt::Display) -> Reply {
     Reply::failure(Failure::new(ErrorCode::Invalid, e.to_string()))
 }
 
-fn unknown(reactors: &Reactors, saga: &str) -> Option<Reply> {
-    match reactors.inspect(saga) {
-        Ok((logic, _)) if logic.kind() == "saga" => None,
+/// The saga's definition and state, or the reply saying there is no such saga.
+fn saga(reactors: &Reactors, name: &str) -> Result<(Arc<dyn Logic>, ReactorState), Reply> {
+    match reactors.inspect(name) {
+        Ok((logic, state)) if logic.kind() == "saga" => Ok((logic, state)),
         Ok(_) | Err(Error::Unknown(_)) => {
-            Some(Reply::failure(Failure::new(ErrorCode::NotFound, format!("no saga `{saga}`"))))
+            Err(Reply::failure(Failure::new(ErrorCode::NotFound, format!("no saga `{name}`"))))
         }
-        Err(e) => Some(Reply::failure(Failure::new(ErrorCode::Internal, e.to_string()))),
+        Err(e) => Err(Reply::failure(Failure::new(ErrorCode::Internal, e.to_string()))),
     }
 }
 
@@ -63,10 +65,10 @@ pub fn list(reactors: &Reactors, body: &[u8]) -> Reply {
         ))
         }
     };
-    if let Some(reply) = unknown(reactors, &req.saga) {
-        return reply;
-    }
-    let (logic, state) = reactors.inspect(&req.saga).expect("checked above");
+    let (logic, state) = match saga(reactors, &req.saga) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
     let entries = match state.entries() {
         Ok(e) => e,
         Err(e) => return Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
@@ -88,7 +90,8 @@ pub fn list(reactors: &Reactors, body: &[u8]) -> Reply {
             continue;
         }
         if items.len() == limit {
-            next = items.last().map(|i: &Json| i["id"].clone());
+            // Full: the rest only count towards `states`.
+            next = next.or_else(|| items.last().map(|i: &Json| i["id"].clone()));
             continue;
         }
         let age = (now - inst.started_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -106,10 +109,10 @@ pub fn get(reactors: &Reactors, body: &[u8]) -> Reply {
         Ok(r) => r,
         Err(e) => return invalid(format!("expected {{\"saga\": \"<name>\", \"id\": \"<instance>\"}}: {e}")),
     };
-    if let Some(reply) = unknown(reactors, &req.saga) {
-        return reply;
-    }
-    let (_, state) = reactors.inspect(&req.saga).expect("checked above");
+    let state = match saga(reactors, &req.saga) {
+        Ok((_, state)) => state,
+        Err(reply) => return reply,
+    };
     match state.get(&req.id) {
         Ok(Some(entry)) => Reply::ok_json(&json!({"ok": true, "saga": req.saga, "instance": entry})),
         Ok(None) => Reply::failure(Failure::new(

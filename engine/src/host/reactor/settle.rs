@@ -9,7 +9,7 @@ use chrono::{SubsecRound, Utc};
 use super::runner::{retry_forever, Runner};
 use super::state::Changes;
 use super::{Append, Outcome, Pending};
-use crate::envelope::{subject, OutgoingEvent, StoredEvent};
+use crate::envelope::{subject, StoredEvent};
 use crate::store::{self, Appended};
 
 /// Conflicts in a row before the event counts as failed: another writer would have to move the subject
@@ -17,6 +17,18 @@ use crate::store::{self, Appended};
 const MAX_ROUNDS: usize = 16;
 
 impl Runner {
+    /// Decides `event` and applies the decision to the batch in progress (see [`Runner::settle`]).
+    pub(super) async fn take(
+        &mut self,
+        event: &StoredEvent,
+        changes: &mut Changes,
+        outbox: &mut Vec<Pending>,
+        force: bool,
+    ) -> Result<(), Option<String>> {
+        let outcome = self.decide(event, changes, false).await?;
+        self.settle(event, outcome, changes, outbox, force).await
+    }
+
     /// Applies a decision to the batch in progress, first storing the event it appends, if any.
     /// `Err(None)`: cancelled; `Err(Some(error))`: failed, for the error policy.
     pub(super) async fn settle(
@@ -77,26 +89,13 @@ impl Runner {
 
     /// Stores `append`, waiting out an unreachable server.
     async fn store(&self, append: &Append) -> Result<(StoredEvent, Appended), Option<String>> {
-        let event = OutgoingEvent {
-            event_type: append.event_type.clone(),
-            version: append.version,
-            // As the stream will give it back.
-            time: Utc::now().trunc_subsecs(6),
-            command_id: append.msg_id.clone(),
-            correlation_id: append.correlation_id.clone(),
-            causation_id: append.msg_id.clone(),
-            msg_id: append.msg_id.clone(),
-            data: append.data.clone(),
-        };
+        // Microseconds, as the stream will give the time back.
+        let event = append.event(Utc::now().trunc_subsecs(6));
         let store = self.host.effects.store().clone();
         let cancel = self.cancel.clone();
         let (agg, key) = (append.aggregate.as_str(), append.key.as_str());
         let attempt = || async {
-            let result = match append.expected_seq {
-                Some(seq) => store.append(agg, key, seq, std::slice::from_ref(&event)).await,
-                None => store.append_unchecked(agg, key, std::slice::from_ref(&event)).await,
-            };
-            match result {
+            match store.append_expecting(agg, key, append.expected_seq, std::slice::from_ref(&event)).await {
                 Err(store::Error::Unavailable(e)) => Err(e),
                 other => Ok(other),
             }

@@ -33,9 +33,14 @@ pub struct Watermarks {
 
 /// `<stream>_reactors`, with characters a bucket name cannot hold replaced.
 pub fn bucket_name(stream: &str) -> String {
+    kv_bucket(stream, "reactors")
+}
+
+/// `<stream>_<what>`, with characters a bucket name cannot hold replaced.
+pub(super) fn kv_bucket(stream: &str, what: &str) -> String {
     let clean: String =
         stream.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{clean}_reactors")
+    format!("{clean}_{what}")
 }
 
 impl Watermarks {
