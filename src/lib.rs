@@ -2,6 +2,8 @@
 //! loader that knows every section, and a `run` that tests can drive in-process.
 
 pub mod app;
+pub mod record;
+pub mod replay;
 pub mod seed;
 
 pub use app::{load, run, Running, Settings};

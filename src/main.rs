@@ -138,6 +138,50 @@ enum Verb {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Write a stretch of the event stream as a recording (JSON Lines): eddy record > rec.jsonl
+    Record {
+        /// Subject filters (repeatable); default events.>
+        #[arg(long = "subjects", value_name = "FILTER")]
+        subjects: Vec<String>,
+        /// From this stream sequence.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Up to this stream sequence.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Messages stored at or after this time (RFC 3339).
+        #[arg(long, value_parser = cli::parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Messages stored at or before this time (RFC 3339).
+        #[arg(long, value_parser = cli::parse_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Replay a recording offline through the config and print what it decides: eddy replay rec.jsonl
+    Replay {
+        /// The recording (from eddy record).
+        recording: PathBuf,
+        /// yaml (default) or json.
+        #[arg(long, value_enum)]
+        format: Option<cli::FormatArg>,
+        /// Write the transcript here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compare with this stored transcript; exit 1 with a diff when they differ.
+        #[arg(long, conflicts_with_all = ["update", "out"])]
+        check: Option<PathBuf>,
+        /// Rewrite this stored transcript.
+        #[arg(long, conflicts_with = "out")]
+        update: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Benchmarks against the raw JetStream floor measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchVerb),
@@ -176,6 +220,16 @@ fn main() -> ExitCode {
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
                 let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };
                 cli::query(&config.config, server.server, args).await
+            }
+            Verb::Record { subjects, from_seq, to_seq, since, until, out, config, server } => {
+                let mut range = eddy::record::Range { from_seq, to_seq, since, until, ..Default::default() };
+                if !subjects.is_empty() {
+                    range.subjects = subjects;
+                }
+                cli::record(&config.config, server.server, range, out).await
+            }
+            Verb::Replay { recording, format, out, check, update, config } => {
+                cli::replay(&config.config, cli::ReplayArgs { recording, format, out, check, update })
             }
             Verb::Bench(verb) => bench::run(verb).await,
         }

@@ -69,32 +69,38 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl StoredEvent {
     /// Reads an event from a stream message.
     pub fn from_parts(seq: u64, subject: &str, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Self> {
-        let (aggregate, id) =
-            parse_subject(subject).ok_or_else(|| Error::Subject { seq, subject: subject.to_string() })?;
-        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
-        let event_type = get(headers::EVENT_TYPE).ok_or(Error::Header { seq, header: headers::EVENT_TYPE })?;
-        let version = get(headers::VERSION)
-            .and_then(|v| v.parse().ok())
-            .ok_or(Error::Header { seq, header: headers::VERSION })?;
-        let time = get(headers::TIME)
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or(Error::Header { seq, header: headers::TIME })?;
         let data = if payload.is_empty() {
             Json::Object(Default::default())
         } else {
             serde_json::from_slice(payload).map_err(|e| Error::Payload { seq, message: e.to_string() })?
         };
+        Self::from_lookup(seq, subject, |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str()), data)
+    }
+
+    /// Reads an event from its subject, a header lookup and its payload: a stream message, or a line of a
+    /// recording.
+    pub fn from_lookup<'h>(seq: u64, subject: &str, get: impl Fn(&str) -> Option<&'h str>, data: Json) -> Result<Self> {
+        let (aggregate, id) =
+            parse_subject(subject).ok_or_else(|| Error::Subject { seq, subject: subject.to_string() })?;
+        let event_type = get(headers::EVENT_TYPE).ok_or(Error::Header { seq, header: headers::EVENT_TYPE })?;
+        let version = get(headers::VERSION)
+            .and_then(|v| v.parse().ok())
+            .ok_or(Error::Header { seq, header: headers::VERSION })?;
+        let time = get(headers::TIME)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or(Error::Header { seq, header: headers::TIME })?;
+        let text = |name: &str| get(name).unwrap_or_default().to_string();
         Ok(StoredEvent {
             seq,
             aggregate: aggregate.to_string(),
             id: id.to_string(),
-            event_type,
+            event_type: event_type.to_string(),
             version,
             time,
-            command_id: get(headers::COMMAND_ID).unwrap_or_default(),
-            correlation_id: get(headers::CORRELATION_ID).unwrap_or_default(),
-            causation_id: get(headers::CAUSATION_ID).unwrap_or_default(),
+            command_id: text(headers::COMMAND_ID),
+            correlation_id: text(headers::CORRELATION_ID),
+            causation_id: text(headers::CAUSATION_ID),
             data,
         })
     }

@@ -23,8 +23,34 @@ pub fn apply_batch(def: &ViewDef, store: &ViewStore, events: &[StoredEvent], las
     Ok(failed)
 }
 
+/// Where documents not yet in a batch's changes are read from.
+pub trait Documents {
+    fn get(&self, key: &str) -> Result<Option<Map<String, Json>>>;
+}
+
+impl Documents for ViewStore {
+    fn get(&self, key: &str) -> Result<Option<Map<String, Json>>> {
+        ViewStore::get(self, key)
+    }
+}
+
+/// No documents: every document lives in the changes (an offline replay keeps one set of changes
+/// for the whole run).
+pub struct NoDocuments;
+
+impl Documents for NoDocuments {
+    fn get(&self, _key: &str) -> Result<Option<Map<String, Json>>> {
+        Ok(None)
+    }
+}
+
 /// Applies one event to the in-memory changes of a batch.
-pub fn apply_event(def: &ViewDef, store: &ViewStore, event: &StoredEvent, changes: &mut Changes) -> Result<(), String> {
+pub fn apply_event(
+    def: &ViewDef,
+    store: &dyn Documents,
+    event: &StoredEvent,
+    changes: &mut Changes,
+) -> Result<(), String> {
     let Some(handler) = def.on.find(&event.aggregate, &event.event_type) else { return Ok(()) };
     let scope = || EventScope::new(event).fields(handler.event_fields.as_deref(), handler.meta_fields.as_deref());
     let key = match handler.key.as_ref().or(def.key.as_ref()) {

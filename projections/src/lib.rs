@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use eddy_engine::store::EventStore;
 
-pub use apply::apply_event;
+pub use apply::{apply_event, Documents, NoDocuments};
 pub use config::{load, ViewDef};
 pub use query::{admin_endpoints, query_endpoint, serve_admin, serve_queries};
 pub use store::{Changes, ViewStore};

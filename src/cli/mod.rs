@@ -2,6 +2,8 @@
 
 mod history;
 mod reactors;
+mod record;
+mod replay;
 mod sagas;
 mod send;
 mod views;
@@ -16,6 +18,8 @@ use eddy_engine::runtime::Shutdown;
 
 pub use history::history;
 pub use reactors::{reactors, ReactorsAction};
+pub use record::{parse_time, record};
+pub use replay::{replay, FormatArg, ReplayArgs};
 pub use sagas::{sagas, SagasArgs};
 pub use send::{send, SendHeaders};
 pub use views::{query, views, QueryArgs};

@@ -100,8 +100,9 @@ impl Saga {
                 let Some(mut inst) = inst else { return Ok(Outcome::default()) };
                 let fired: TimerFired = parse(event)?;
                 let mut outcome = noted(&mut inst, event.seq);
-                let st = &self.states[&inst.state];
-                match &st.timeout {
+                // A state of an older definition (its log was folded after a change) has no transitions.
+                let timeout = self.states.get(&inst.state).and_then(|st| st.timeout.as_ref());
+                match timeout {
                     // A timer of a state already left, or of an entry before this one: stale.
                     Some(list) if fired.entry == inst.entry && !inst.done => {
                         outcome.append = self.transition(&inst, list, event, &Json::Null, ON_TIMEOUT)?;
@@ -120,7 +121,7 @@ impl Saga {
                 }
                 let rejection =
                     json!({"command": rejected.command, "code": rejected.code, "message": rejected.message});
-                match &self.states[&inst.state].rejected {
+                match self.states.get(&inst.state).and_then(|st| st.rejected.as_ref()) {
                     Some(list) => {
                         outcome.append = self.transition(&inst, list, event, &rejection, ON_REJECTED)?;
                         outcome.ignored = outcome.append.is_none();

@@ -1,0 +1,47 @@
+//! `eddy record`: a stretch of the stream to a recording file or stdout, with progress on stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use eddy::record::{self, Progress, Range};
+
+/// Parses an RFC 3339 time for `--since` and `--until`.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-23T08:00:00Z: {e}"))
+}
+
+pub async fn record(
+    config: &Path,
+    server: Option<String>,
+    range: Range,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = super::load_or_default(config)?;
+    let url = super::server_url(&config, server);
+    let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-record").await?;
+    let js = async_nats::jetstream::new(client);
+    let report = |p: Progress| eprintln!("recorded {} events (at seq {} of {})", p.recorded, p.seq, p.end);
+    let stream = &config.engine.stream;
+    let done = match &out {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let mut file = std::io::BufWriter::new(file);
+            let done = record::record(&js, stream, &range, &mut file, report).await?;
+            file.flush()?;
+            done
+        }
+        None => {
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            record::record(&js, stream, &range, &mut stdout, report).await?
+        }
+    };
+    if done.recorded == 0 {
+        eprintln!("nothing in that range");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,169 @@
+//! The recording format `eddy record` writes and `eddy replay` reads: JSON Lines, one stream message per
+//! line, in stream order. Reading checks the whole file before anything is replayed, so a bad recording is
+//! reported with its line number and nothing half-runs.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use eddy_engine::envelope::StoredEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// Why a recording cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One line: a stream message as it was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    /// The stream sequence.
+    pub seq: u64,
+    pub subject: String,
+    /// When the stream stored it; the replay's virtual clock follows these times.
+    pub time: DateTime<Utc>,
+    /// Every header, as the stream holds them.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// The payload, as JSON.
+    pub data: Json,
+    /// Where it is in the file (1-based); 0 for events not read from a file.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+/// A header's value; a header given more than once keeps every value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl HeaderValue {
+    /// The first value, which is what eddy reads.
+    pub fn first(&self) -> Option<&str> {
+        match self {
+            HeaderValue::One(v) => Some(v),
+            HeaderValue::Many(vs) => vs.first().map(String::as_str),
+        }
+    }
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(HeaderValue::first)
+    }
+
+    /// The eddy event it carries.
+    pub fn event(&self) -> Result<StoredEvent, eddy_engine::envelope::Error> {
+        StoredEvent::from_lookup(self.seq, &self.subject, |name| self.header(name), self.data.clone())
+    }
+
+    /// The line as `eddy record` writes it.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a recorded event serializes")
+    }
+}
+
+/// A checked recording.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub events: Vec<Recorded>,
+    /// What the replay can go on after: gaps in the sequence (a filtered or partial recording).
+    pub warnings: Vec<String>,
+}
+
+impl Recording {
+    /// Reads and checks the recording at `path`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Recording> {
+        let path = path.as_ref();
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        Self::from_reader(std::io::BufReader::new(file)).map_err(|e| match e {
+            Error::Io { source, .. } => io(source),
+            other => other,
+        })
+    }
+
+    /// Reads and checks a recording from JSON Lines text.
+    pub fn parse(text: &str) -> Result<Recording> {
+        Self::from_reader(text.as_bytes())
+    }
+
+    pub fn from_reader(reader: impl BufRead) -> Result<Recording> {
+        let mut recording = Recording::default();
+        for (n, line) in reader.lines().enumerate() {
+            let line_no = n + 1;
+            let line = line.map_err(|source| Error::Io { path: format!("line {line_no}"), source })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut event: Recorded = serde_json::from_str(&line).map_err(|e| Error::Line {
+                line: line_no,
+                message: if e.is_eof() {
+                    format!("the line is truncated ({e}); was the recording cut off?")
+                } else {
+                    format!("not a recorded event: {e}")
+                },
+            })?;
+            event.line = line_no;
+            recording.push(event)?;
+        }
+        Ok(recording)
+    }
+
+    /// Builds a recording from events in memory (a test's or a benchmark's), with the same checks.
+    pub fn from_events(events: impl IntoIterator<Item = Recorded>) -> Result<Recording> {
+        let mut recording = Recording::default();
+        for (n, mut event) in events.into_iter().enumerate() {
+            event.line = n + 1;
+            recording.push(event)?;
+        }
+        Ok(recording)
+    }
+
+    fn push(&mut self, event: Recorded) -> Result<()> {
+        if let Some(prev) = self.events.last() {
+            if event.seq <= prev.seq {
+                return Err(Error::Line {
+                    line: event.line,
+                    message: format!(
+                        "seq {} does not come after seq {} (line {}): a recording must be in stream order",
+                        event.seq, prev.seq, prev.line
+                    ),
+                });
+            }
+            if event.seq > prev.seq + 1 {
+                self.warnings.push(format!(
+                    "line {}: seq jumps from {} to {}: {} messages are not in the recording (filtered or partial); replaying what is there",
+                    event.line,
+                    prev.seq,
+                    event.seq,
+                    event.seq - prev.seq - 1
+                ));
+            }
+        }
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// The recording as `eddy record` writes it.
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for event in &self.events {
+            out.push_str(&event.to_line());
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,380 @@
+//! The replay itself: one pass over the recording, feeding each event to the config's aggregates, views and
+//! reactors as the live engine would, with nothing executed.
+//!
+//! The recorded events are facts. A reactor's actions are listed, never run: their effects, if they
+//! happened, are already in the recording. Only a saga's own transitions are fed back, because its next
+//! decision depends on them. A transition the recording holds (same subject, message id and content) is
+//! taken with its recorded sequence, so the actions it causes get the ids they had live; otherwise the
+//! replay makes it up with a sequence after the recording's last, and that instance stays made up.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use eddy_engine::aggregate::EventMeta;
+use eddy_engine::envelope::{format_time, subject, StoredEvent};
+use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
+use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
+use eddy_reactors::saga::{log_aggregate, state as saga_state};
+use serde_json::{Map, Value as Json};
+
+use super::recording::{Recorded, Recording};
+use super::timers::{firing_time, Timer, Timers};
+use super::transcript::{action_json, Decision, End, Reaction, Summary, Transcript, Transition};
+use crate::app::Settings;
+
+type Docs = BTreeMap<String, Map<String, Json>>;
+
+/// A reactor's state during the replay.
+struct Reactor {
+    logic: Arc<dyn Logic>,
+    entries: Docs,
+    /// A saga's log aggregate (`saga-<name>`): the subject part it writes itself.
+    log: Option<String>,
+}
+
+struct Memory<'a>(&'a Docs);
+
+impl Entries for Memory<'_> {
+    fn get(&self, key: &str) -> Result<Option<Map<String, Json>>, String> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+/// The replay in progress.
+pub(super) struct Run<'a> {
+    settings: &'a Settings,
+    recording: &'a Recording,
+    aggregates: BTreeMap<String, Docs>,
+    views: Vec<(&'a ViewDef, Changes)>,
+    reactors: Vec<Reactor>,
+    timers: Timers,
+    /// Recorded transitions by (subject, message id): what the live saga stored.
+    transitions: HashMap<(String, String), usize>,
+    /// Command ids of recorded events on reactors' own subjects: timer firings carry their schedule's id.
+    own_command_ids: HashSet<String>,
+    /// Instance logs the replay has had to make a transition up for.
+    made_up: HashSet<String>,
+    next_seq: u64,
+    /// The virtual clock: the time of the event being replayed.
+    now: DateTime<Utc>,
+    unknown_aggregates: BTreeSet<String>,
+    transcript: Transcript,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(settings: &'a Settings, recording: &'a Recording) -> Self {
+        let reactors: Vec<Reactor> = settings
+            .reactors
+            .iter()
+            .map(|logic| Reactor {
+                log: (logic.kind() == "saga").then(|| log_aggregate(logic.name())),
+                logic: logic.clone(),
+                entries: Docs::new(),
+            })
+            .collect();
+        let mut run = Run {
+            settings,
+            recording,
+            aggregates: BTreeMap::new(),
+            views: settings.views.values().map(|def| (def, Changes::new())).collect(),
+            reactors,
+            timers: Timers::default(),
+            transitions: HashMap::new(),
+            own_command_ids: HashSet::new(),
+            made_up: HashSet::new(),
+            next_seq: recording.events.last().map_or(1, |e| e.seq + 1),
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            unknown_aggregates: BTreeSet::new(),
+            transcript: Transcript::default(),
+        };
+        run.index();
+        run
+    }
+
+    /// Finds what reactors wrote live, to recognize it when the replay decides it again.
+    fn index(&mut self) {
+        for (i, rec) in self.recording.events.iter().enumerate() {
+            let Some(rest) = rec.subject.strip_prefix("events.") else { continue };
+            let aggregate = rest.split('.').next().unwrap_or_default();
+            if !self.owned(aggregate) {
+                continue;
+            }
+            if let Some(id) = rec.header(eddy_engine::envelope::headers::COMMAND_ID) {
+                self.own_command_ids.insert(id.to_string());
+            }
+            if let Some(msg_id) = rec.header(eddy_engine::envelope::headers::MSG_ID) {
+                self.transitions.insert((rec.subject.clone(), msg_id.to_string()), i);
+            }
+        }
+    }
+
+    /// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log).
+    fn owned(&self, aggregate: &str) -> bool {
+        self.reactors.iter().any(|r| r.logic.name() == aggregate || r.log.as_deref() == Some(aggregate))
+    }
+
+    pub(super) fn run(mut self) -> Transcript {
+        let recording = self.recording;
+        for rec in &recording.events {
+            self.fire_timers(rec.time);
+            self.now = rec.time;
+            match rec.event() {
+                Ok(event) => self.take(&event, Some(rec)),
+                Err(e) => self.warn(Some(rec.line), format!("not an eddy event ({e}); skipped")),
+            }
+        }
+        self.finish()
+    }
+
+    fn warn(&mut self, line: Option<usize>, message: String) {
+        let message = match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        };
+        tracing::debug!("{message}");
+        self.transcript.warnings.push(message);
+    }
+
+    /// Fires, in time order, every armed timer the clock passes before `until`.
+    fn fire_timers(&mut self, until: DateTime<Utc>) {
+        while let Some(timer) = self.timers.next_due(until) {
+            // The recording holds this firing: it is replayed in its turn.
+            if self.own_command_ids.contains(&timer.effect_id) {
+                continue;
+            }
+            self.now = timer.fires;
+            let event = StoredEvent {
+                seq: self.made_up_seq(),
+                aggregate: timer.aggregate,
+                id: timer.key,
+                event_type: timer.event_type,
+                version: timer.version,
+                time: timer.at,
+                command_id: timer.effect_id.clone(),
+                correlation_id: timer.correlation_id,
+                causation_id: timer.effect_id,
+                data: timer.data,
+            };
+            self.transcript.recording.timers_fired += 1;
+            self.take(&event, None);
+        }
+    }
+
+    fn made_up_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Replays one event: `rec` is its line, `None` when the replay made it up.
+    fn take(&mut self, event: &StoredEvent, rec: Option<&Recorded>) {
+        let line = rec.map(|r| r.line);
+        if !self.fold_aggregate(event, line) {
+            return;
+        }
+        for i in 0..self.views.len() {
+            let (def, changes) = &mut self.views[i];
+            if let Err(e) = apply_event(def, &NoDocuments, event, changes) {
+                let name = def.name.clone();
+                self.warn(line, format!("view {name}: {e}; the event is not in the view"));
+            }
+        }
+        let mut reactions = BTreeMap::new();
+        for i in 0..self.reactors.len() {
+            if !self.reactors[i].logic.reads(event) || self.decided_in_replay(i, event) {
+                continue;
+            }
+            let reaction = self.decide(i, event);
+            if !reaction.is_empty() {
+                reactions.insert(self.reactors[i].logic.name().to_string(), reaction);
+            }
+        }
+        if !reactions.is_empty() {
+            self.transcript.decisions.push(Decision {
+                event: format!("{}.{}", event.aggregate, event.event_type),
+                id: event.id.clone(),
+                reactors: reactions,
+                seq: event.seq,
+                time: format_time(event.time),
+                made_up: rec.is_none(),
+            });
+        }
+    }
+
+    /// Folds an aggregate's event into its state. `false`: an unknown event type, skipped.
+    fn fold_aggregate(&mut self, event: &StoredEvent, line: Option<usize>) -> bool {
+        let Some(aggregate) = self.settings.engine.aggregates.get(&event.aggregate) else {
+            if !self.owned(&event.aggregate) && self.unknown_aggregates.insert(event.aggregate.clone()) {
+                self.warn(
+                    line,
+                    format!(
+                        "events.{}.* is no aggregate or reactor of this config; its events go to reactors and views as they are",
+                        event.aggregate
+                    ),
+                );
+            }
+            return true;
+        };
+        if !aggregate.events.contains_key(&event.event_type) {
+            self.warn(
+                line,
+                format!(
+                    "unknown event type {}.{} (seq {}): not in the config; skipped",
+                    event.aggregate, event.event_type, event.seq
+                ),
+            );
+            return false;
+        }
+        let state = self
+            .aggregates
+            .entry(event.aggregate.clone())
+            .or_default()
+            .entry(event.id.clone())
+            .or_insert_with(|| aggregate.initial.clone());
+        if let Err(e) = aggregate.apply(state, &event.data, &EventMeta::of(event)) {
+            self.warn(line, format!("aggregate {}: apply {}: {e}", event.aggregate, event.event_type));
+        }
+        true
+    }
+
+    /// A transition on a saga's own log whose trigger is in the recording: the replay decides that trigger
+    /// itself, so the recorded transition is the live decision, not an input.
+    fn decided_in_replay(&self, i: usize, event: &StoredEvent) -> bool {
+        let is_transition = matches!(event.event_type.as_str(), saga_state::STARTED | saga_state::ENTERED);
+        if !is_transition || self.reactors[i].log.as_deref() != Some(event.aggregate.as_str()) {
+            return false;
+        }
+        let cause = event.data.get("cause").and_then(Json::as_u64);
+        cause.is_some_and(|c| self.recording.events.binary_search_by_key(&c, |e| e.seq).is_ok())
+    }
+
+    /// One reactor's decision on `event`, with the transition it stores and what that causes.
+    fn decide(&mut self, i: usize, event: &StoredEvent) -> Reaction {
+        let mut reaction = Reaction::default();
+        let logic = self.reactors[i].logic.clone();
+        let mut outcome = match logic.handle(event, &Memory(&self.reactors[i].entries)) {
+            Ok(outcome) => outcome,
+            Err(e) => return Reaction { error: Some(e), ..reaction },
+        };
+        let append = outcome.append.take();
+        self.accept(i, event, outcome, &mut reaction);
+        let Some(append) = append else { return reaction };
+        let (stored, recorded) = self.store(&append);
+        reaction.transitions.push(transition(&stored, recorded));
+        match logic.handle(&stored, &Memory(&self.reactors[i].entries)) {
+            Ok(mut next) => {
+                next.append = None;
+                self.accept(i, &stored, next, &mut reaction);
+            }
+            Err(e) => reaction.error = Some(e),
+        }
+        reaction
+    }
+
+    /// Applies a decision: the reactor's state, its timers, and the actions listed with their live ids.
+    fn accept(&mut self, i: usize, event: &StoredEvent, outcome: Outcome, reaction: &mut Reaction) {
+        let reactor = &mut self.reactors[i];
+        for (key, entry) in outcome.changes {
+            match entry {
+                Some(entry) => reactor.entries.insert(key, entry),
+                None => reactor.entries.remove(&key),
+            };
+        }
+        let correlation_id = outcome.correlation_id.unwrap_or_else(|| event.correlation_id.clone());
+        for (n, action) in outcome.actions.into_iter().enumerate() {
+            let id = effect_id(reactor.logic.name(), event.seq, n as u32);
+            match &action {
+                Action::Schedule { subject, at, aggregate, key, event_type, version, data } => self.timers.arm(Timer {
+                    subject: subject.clone(),
+                    at: *at,
+                    fires: firing_time(*at),
+                    aggregate: aggregate.clone(),
+                    key: key.clone(),
+                    event_type: event_type.clone(),
+                    version: *version,
+                    data: data.clone(),
+                    effect_id: id.clone(),
+                    correlation_id: correlation_id.clone(),
+                }),
+                Action::Cancel { subject } => self.timers.cancel(subject),
+                _ => {}
+            }
+            reaction.actions.push(action_json(&id, &action));
+        }
+    }
+
+    /// The event a reactor's append becomes: the recording's, when it holds this very decision, or one made
+    /// up at the virtual clock. `true`: recorded.
+    fn store(&mut self, append: &Append) -> (StoredEvent, bool) {
+        let subject = subject(&append.aggregate, &append.key);
+        if !self.made_up.contains(&subject) {
+            let recorded = self
+                .transitions
+                .get(&(subject.clone(), append.msg_id.clone()))
+                .and_then(|&i| self.recording.events[i].event().ok())
+                .filter(|e| e.event_type == append.event_type && e.data == append.data);
+            if let Some(event) = recorded {
+                return (event, true);
+            }
+            // From here on this instance's log differs from the recording's.
+            self.made_up.insert(subject);
+        }
+        let event = append.event(self.now.trunc_subsecs(6));
+        let stored = StoredEvent {
+            seq: self.made_up_seq(),
+            aggregate: append.aggregate.clone(),
+            id: append.key.clone(),
+            event_type: event.event_type,
+            version: event.version,
+            time: event.time,
+            command_id: event.command_id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            data: event.data,
+        };
+        (stored, false)
+    }
+
+    fn finish(mut self) -> Transcript {
+        let mut end = End { aggregates: std::mem::take(&mut self.aggregates), ..End::default() };
+        for reactor in std::mem::take(&mut self.reactors) {
+            let into = if reactor.log.is_some() { &mut end.sagas } else { &mut end.reactors };
+            into.insert(reactor.logic.name().to_string(), reactor.entries);
+        }
+        for (def, changes) in std::mem::take(&mut self.views) {
+            let docs = changes.into_iter().filter_map(|(k, doc)| doc.map(|d| (k, d))).collect();
+            end.views.insert(def.name.clone(), docs);
+        }
+        while let Some(timer) = self.timers.next_due(DateTime::<Utc>::MAX_UTC) {
+            end.timers.insert(timer.subject, format_time(timer.at));
+        }
+        let events = &self.recording.events;
+        let mut warnings = self.recording.warnings.clone();
+        warnings.append(&mut self.transcript.warnings);
+        Transcript {
+            end,
+            warnings,
+            recording: Summary {
+                clock: events.last().map(|e| format_time(e.time)),
+                events: events.len(),
+                first_seq: events.first().map(|e| e.seq),
+                last_seq: events.last().map(|e| e.seq),
+                timers_fired: self.transcript.recording.timers_fired,
+            },
+            decisions: self.transcript.decisions,
+        }
+    }
+}
+
+/// The transcript's view of a stored transition.
+fn transition(stored: &StoredEvent, recorded: bool) -> Transition {
+    let text = |k: &str| stored.data.get(k).and_then(Json::as_str).map(str::to_string);
+    Transition {
+        from: text("from"),
+        instance: stored.id.clone(),
+        recorded,
+        seq: stored.seq,
+        to: text("state").unwrap_or_default(),
+        trigger: text("trigger").unwrap_or_default(),
+    }
+}

@@ -1,0 +1,150 @@
+//! What a replay decided, as a value that serializes the same way on every run: every struct's fields are
+//! declared in alphabetical order and every map is sorted, and nothing in it comes from the wall clock or
+//! a random source.
+
+use std::collections::BTreeMap;
+
+use eddy_engine::host::reactor::Action;
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+/// The transcript of one replay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Transcript {
+    /// Every event that caused something, in the order the replay took them.
+    pub decisions: Vec<Decision>,
+    /// Every component's state after the last event.
+    pub end: End,
+    pub recording: Summary,
+    /// What the replay passed over, with line numbers.
+    pub warnings: Vec<String>,
+}
+
+/// What one event caused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// `<aggregate>.<EventType>`.
+    pub event: String,
+    /// The aggregate (or instance) id.
+    pub id: String,
+    /// What each reactor decided, by reactor name.
+    pub reactors: BTreeMap<String, Reaction>,
+    /// The stream sequence; for an event the replay made up (a timer firing, a transition not in the
+    /// recording), a sequence after the recording's last.
+    pub seq: u64,
+    /// The event's time.
+    pub time: String,
+    /// The event is not in the recording: the replay made it.
+    #[serde(rename = "virtual", skip_serializing_if = "std::ops::Not::not")]
+    pub made_up: bool,
+}
+
+/// One reactor's decision on one event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Reaction {
+    /// The actions it takes, with the ids the live host gives them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Json>,
+    /// Deciding failed: the live host would retry and then follow the reactor's `on_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The saga transitions it made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<Transition>,
+}
+
+impl Reaction {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.error.is_none() && self.transitions.is_empty()
+    }
+}
+
+/// An action as the transcript shows it: its id, then the action's own fields.
+pub fn action_json(id: &str, action: &Action) -> Json {
+    let mut map = match serde_json::to_value(action) {
+        Ok(Json::Object(map)) => map,
+        _ => Map::new(),
+    };
+    map.insert("id".into(), Json::String(id.to_string()));
+    Json::Object(map)
+}
+
+/// A saga transition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub instance: String,
+    /// The transition is the recording's own event (at `seq`); otherwise the replay made it up, because
+    /// the recording does not hold it or holds a different decision.
+    pub recorded: bool,
+    pub seq: u64,
+    pub to: String,
+    pub trigger: String,
+}
+
+/// State after the last event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct End {
+    /// Aggregate -> id -> state.
+    pub aggregates: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
+    /// Rule reactor -> key -> entry.
+    pub reactors: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
+    /// Saga -> instance id -> instance.
+    pub sagas: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
+    /// Saga timers armed and not fired when the recording ends: timer subject -> when it fires.
+    pub timers: BTreeMap<String, String>,
+    /// View -> key -> document.
+    pub views: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
+}
+
+/// What was replayed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// The virtual clock at the end: the last event's time.
+    pub clock: Option<String>,
+    /// Events in the recording.
+    pub events: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Timers the replay fired because the recording does not hold their firing.
+    pub timers_fired: usize,
+}
+
+/// Output formats of `eddy replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Yaml,
+    Json,
+}
+
+impl Transcript {
+    /// The transcript as text; the same transcript always gives the same bytes.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Yaml => serde_yaml_ng::to_string(self).expect("a transcript serializes"),
+            Format::Json => {
+                let mut text = serde_json::to_string_pretty(self).expect("a transcript serializes");
+                text.push('\n');
+                text
+            }
+        }
+    }
+
+    /// Every action, in order, as `(reactor, action)`.
+    pub fn actions(&self) -> impl Iterator<Item = (&str, &Json)> {
+        self.decisions
+            .iter()
+            .flat_map(|d| d.reactors.iter().flat_map(|(name, r)| r.actions.iter().map(move |a| (name.as_str(), a))))
+    }
+}
+
+/// A readable difference between a stored transcript and a new one; `None` when they are the same.
+pub fn diff(stored: &str, new: &str, stored_name: &str) -> Option<String> {
+    if stored == new {
+        return None;
+    }
+    let diff = similar::TextDiff::from_lines(stored, new);
+    Some(diff.unified_diff().context_radius(3).header(stored_name, "replay").to_string())
+}
