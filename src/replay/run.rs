@@ -109,9 +109,13 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log).
+    /// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log; a saga
+    /// may share its name with the aggregate it drives).
     fn owned(&self, aggregate: &str) -> bool {
-        self.reactors.iter().any(|r| r.logic.name() == aggregate || r.log.as_deref() == Some(aggregate))
+        self.reactors.iter().any(|r| match &r.log {
+            Some(log) => log == aggregate,
+            None => r.logic.name() == aggregate,
+        })
     }
 
     pub(super) fn run(mut self) -> Transcript {
