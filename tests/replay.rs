@@ -1,0 +1,242 @@
+//! Offline replay of the recordings in `tests/streams/` (snapshots in `tests/snapshots/`), the virtual clock,
+//! bad recordings, and `eddy replay --check/--update`. No NATS here: a replay needs none.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::root;
+use eddy::replay::{self, Format, Recorded, Recording, Transcript};
+use serde_json::{json, Value};
+
+fn settings(domain: &str) -> eddy::Settings {
+    eddy::load(&root().join("config/examples").join(domain)).unwrap()
+}
+
+fn stream(domain: &str) -> PathBuf {
+    root().join("tests/streams").join(format!("{domain}.jsonl"))
+}
+
+fn replayed(domain: &str) -> Transcript {
+    replay::replay(&settings(domain), &Recording::read(stream(domain)).unwrap())
+}
+
+#[test]
+fn bank_recording_snapshot() {
+    insta::assert_yaml_snapshot!("bank", replayed("bank"));
+}
+
+#[test]
+fn inventory_recording_snapshot() {
+    insta::assert_yaml_snapshot!("inventory", replayed("inventory"));
+}
+
+#[test]
+fn financing_recording_snapshot() {
+    insta::assert_yaml_snapshot!("financing", replayed("financing"));
+}
+
+#[test]
+fn a_replay_gives_the_same_bytes_every_time() {
+    let settings = settings("bank");
+    let recording = Recording::read(stream("bank")).unwrap();
+    let first = replay::replay(&settings, &recording);
+    for format in [Format::Yaml, Format::Json] {
+        let text = first.render(format);
+        for _ in 0..3 {
+            assert_eq!(replay::replay(&settings, &recording).render(format), text);
+        }
+    }
+}
+
+/// A recording's line for an account event, at `time`.
+fn line(seq: u64, subject: &str, event_type: &str, version: u64, time: &str, data: Value) -> Recorded {
+    let headers = json!({"Eddy-Event-Type": event_type, "Eddy-Version": version.to_string(), "Eddy-Time": time});
+    serde_json::from_value(json!({"seq": seq, "subject": subject, "time": time, "headers": headers, "data": data}))
+        .unwrap()
+}
+
+/// The bank recording ends with t5 waiting for approval. With one more event two minutes later, the virtual
+/// clock passes the approval timer: the replay fires it and the saga refunds.
+#[test]
+fn a_timer_the_recording_does_not_hold_fires_when_the_clock_passes_it() {
+    let mut events = Recording::read(stream("bank")).unwrap().events;
+    let last = events.last().unwrap().clone();
+    let later = last.time + chrono::Duration::minutes(2);
+    let time = eddy_engine::envelope::format_time(later);
+    events.push(line(last.seq + 1, "events.account.a2", "MoneyDeposited", 99, &time, json!({"amount": 1})));
+    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+
+    assert_eq!(transcript.recording.timers_fired, 1);
+    let fired = transcript.decisions.iter().find(|d| d.made_up).expect("a made-up timer firing");
+    assert_eq!((fired.event.as_str(), fired.id.as_str()), ("saga-transfer.TimerFired", "t5"));
+    assert!(fired.seq > last.seq, "made-up events get sequences after the recording's");
+    let saga = &fired.reactors["transfer"];
+    assert_eq!((saga.transitions[0].to.as_str(), saga.transitions[0].recorded), ("refund", false));
+    let refund = saga.actions.iter().find(|a| a["kind"] == "command").unwrap();
+    assert_eq!(refund["data"], json!({"id": "a1", "amount": 1500}));
+    let t5 = &transcript.end.sagas["transfer"]["t5"];
+    assert_eq!(t5["state"], "refund");
+    assert_eq!(t5["data"]["reason"], "approval timed out");
+    assert!(transcript.end.timers.is_empty());
+    // The firing comes before the event that moved the clock past it.
+    let pos = |seq| transcript.decisions.iter().position(|d| d.seq == seq);
+    assert!(pos(fired.seq) < pos(last.seq + 1).or(Some(usize::MAX)));
+}
+
+/// A saga whose decisions differ from the recorded ones (here: a lower approval threshold) replays as
+/// what-if: its transitions are made up, and the recorded ones are not folded into it.
+#[test]
+fn a_changed_saga_decides_anew_on_recorded_events() {
+    let dir = tempfile::tempdir().unwrap();
+    common::copy_example("bank", dir.path());
+    let saga = dir.path().join("sagas/transfer.toml");
+    let text = std::fs::read_to_string(&saga).unwrap().replace("saga.amount > 1000", "saga.amount > 50");
+    std::fs::write(&saga, text).unwrap();
+    let settings = eddy::load(dir.path()).unwrap();
+    let transcript = replay::replay(&settings, &Recording::read(stream("bank")).unwrap());
+    let t1 = &transcript.end.sagas["transfer"]["t1"];
+    assert_eq!(t1["state"], "approval", "100 now needs approval; nothing approved t1 in the recording");
+    let steps: Vec<_> = t1["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["debit", "approval"]);
+    let made_up = transcript.decisions.iter().flat_map(|d| d.reactors.values()).flat_map(|r| &r.transitions);
+    assert!(made_up.clone().any(|t| t.instance == "t1" && !t.recorded));
+}
+
+fn bank_lines() -> Vec<String> {
+    std::fs::read_to_string(stream("bank")).unwrap().lines().map(str::to_string).collect()
+}
+
+fn parse(lines: &[String]) -> Result<Recording, String> {
+    Recording::parse(&(lines.join("\n") + "\n")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_truncated_line_is_an_error_with_its_number() {
+    let mut lines = bank_lines();
+    let half = lines[6].len() / 2;
+    lines[6].truncate(half);
+    let err = parse(&lines).unwrap_err();
+    assert!(err.starts_with("line 7: the line is truncated"), "{err}");
+}
+
+#[test]
+fn seq_out_of_order_is_an_error_and_a_gap_a_warning() {
+    let mut lines = bank_lines();
+    lines.swap(3, 4);
+    let err = parse(&lines).unwrap_err();
+    assert!(err.starts_with("line 5: seq 4 does not come after seq 5 (line 4)"), "{err}");
+
+    let mut lines = bank_lines();
+    lines.remove(2);
+    let recording = parse(&lines).unwrap();
+    assert!(recording.warnings[0].starts_with("line 3: seq jumps from 2 to 4: 1 message(s)"), "{:?}", recording.warnings);
+    let transcript = replay::replay(&settings("bank"), &recording);
+    assert_eq!(transcript.warnings[0], recording.warnings[0], "the replay reports it");
+}
+
+#[test]
+fn an_unknown_event_type_is_reported_and_skipped() {
+    let recording = Recording::read(stream("bank")).unwrap();
+    let mut events = recording.events.clone();
+    let at = events.iter().position(|e| e.header("Eddy-Event-Type") == Some("MoneyDeposited")).unwrap();
+    events[at].headers.insert("Eddy-Event-Type".into(), eddy::replay::HeaderValue::One("MoneyPrinted".into()));
+    let line = events[at].line;
+    let account = events[at].subject.rsplit('.').next().unwrap().to_string();
+    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+    let expected = format!("line {line}: unknown event type account.MoneyPrinted");
+    assert!(transcript.warnings.iter().any(|w| w.starts_with(&expected)), "{:?}", transcript.warnings);
+    let clean = replay::replay(&settings("bank"), &recording);
+    let balance = |t: &Transcript| t.end.aggregates["account"][&account]["balance"].as_i64().unwrap();
+    let amount = recording.events[at].data["amount"].as_i64().unwrap();
+    assert_eq!(balance(&transcript), balance(&clean) - amount, "the deposit is not applied");
+}
+
+#[test]
+fn malformed_lines_never_panic() {
+    let lines = bank_lines();
+    let bad = [
+        r#"{"seq": 1}"#.to_string(),
+        r#"{"seq": -1, "subject": "events.account.a1", "time": "now", "data": {}}"#.to_string(),
+        r#"{"seq": 1, "subject": "events.account.a1", "time": "2026-01-01T00:00:00Z", "data": {}, "extra": 1}"#
+            .to_string(),
+        "[1, 2, 3]".to_string(),
+        "not json".to_string(),
+    ];
+    for b in &bad {
+        let err = parse(std::slice::from_ref(b)).unwrap_err();
+        assert!(err.starts_with("line 1: not a recorded event"), "{b}: {err}");
+    }
+    // Lines that parse but carry nonsense: no headers, a foreign subject, wrong types in the data.
+    let odd = [
+        line(100, "events.account.a1", "MoneyDeposited", 9, "2030-01-01T00:00:00Z", json!({"amount": "lots"})),
+        line(101, "orders.created", "OrderCreated", 1, "2030-01-01T00:00:00Z", json!({})),
+        line(102, "events.account.a1", "MoneyWithdrawn", 10, "2030-01-01T00:00:00Z", json!(["not", "a", "map"])),
+        line(103, "events.transfer.t9", "TransferRequested", 1, "2030-01-01T00:00:00Z", json!({"from": 1})),
+        Recorded { headers: Default::default(), ..line(104, "events.account.a1", "X", 1, "2030-01-01T00:00:00Z", json!({})) },
+    ];
+    let mut events = Recording::parse(&(lines.join("\n") + "\n")).unwrap().events;
+    events.extend(odd);
+    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+    let n = lines.len();
+    let has = |line: usize, text: &str| {
+        let prefix = format!("line {line}: ");
+        transcript.warnings.iter().any(|w| w.starts_with(&prefix) && w.contains(text))
+    };
+    assert!(has(n + 1, "aggregate account: apply MoneyDeposited"), "{:#?}", transcript.warnings);
+    assert!(has(n + 2, "not an eddy event"), "{:#?}", transcript.warnings);
+    assert!(has(n + 3, "apply MoneyWithdrawn"), "{:#?}", transcript.warnings);
+    assert!(has(n + 5, "not an eddy event"), "{:#?}", transcript.warnings);
+    let t9 = transcript.decisions.iter().find(|d| d.id == "t9").expect("the saga tried t9");
+    assert!(t9.reactors["transfer"].error.is_some() || !t9.reactors["transfer"].transitions.is_empty());
+}
+
+fn eddy(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eddy")).args(args).current_dir(dir).output().expect("eddy runs")
+}
+
+#[test]
+fn the_cli_checks_and_updates_a_stored_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = root().join("config/examples/bank");
+    let (config, rec) = (config.to_str().unwrap(), stream("bank"));
+    let rec = rec.to_str().unwrap();
+    let stored = dir.path().join("bank.yaml");
+    let stored_s = stored.to_str().unwrap();
+
+    let out = eddy(&["replay", "--config", config, rec, "--update", stored_s], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), replayed("bank").render(Format::Yaml));
+
+    let out = eddy(&["replay", "--config", config, rec, "--check", stored_s], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let changed = std::fs::read_to_string(&stored).unwrap().replace("owner: ann", "owner: anne");
+    std::fs::write(&stored, changed).unwrap();
+    let out = eddy(&["replay", "--config", config, rec, "--check", stored_s], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(diff.contains("-    owner: anne") || diff.contains("-        owner: anne"), "{diff}");
+    assert!(diff.contains("owner: ann\n"), "{diff}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the transcript differs"));
+
+    let out = eddy(&["replay", "--config", config, rec, "--format", "json"], dir.path());
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--format json prints JSON");
+    assert_eq!(json["recording"]["events"], replayed("bank").recording.events);
+}
+
+#[test]
+fn the_cli_names_the_line_of_a_bad_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = bank_lines();
+    lines[2].truncate(10);
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let config = root().join("config/examples/bank");
+    let out = eddy(&["replay", "--config", config.to_str().unwrap(), bad.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.jsonl") && stderr.contains("line 3: the line is truncated"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
