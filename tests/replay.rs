@@ -100,8 +100,8 @@ fn a_changed_saga_decides_anew_on_recorded_events() {
     assert_eq!(t1["state"], "approval", "100 now needs approval; nothing approved t1 in the recording");
     let steps: Vec<_> = t1["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap()).collect();
     assert_eq!(steps, ["debit", "approval"]);
-    let made_up = transcript.decisions.iter().flat_map(|d| d.reactors.values()).flat_map(|r| &r.transitions);
-    assert!(made_up.clone().any(|t| t.instance == "t1" && !t.recorded));
+    let mut made_up = transcript.decisions.iter().flat_map(|d| d.reactors.values()).flat_map(|r| &r.transitions);
+    assert!(made_up.any(|t| t.instance == "t1" && !t.recorded));
 }
 
 fn bank_lines() -> Vec<String> {
@@ -131,7 +131,11 @@ fn seq_out_of_order_is_an_error_and_a_gap_a_warning() {
     let mut lines = bank_lines();
     lines.remove(2);
     let recording = parse(&lines).unwrap();
-    assert!(recording.warnings[0].starts_with("line 3: seq jumps from 2 to 4: 1 message(s)"), "{:?}", recording.warnings);
+    assert!(
+        recording.warnings[0].starts_with("line 3: seq jumps from 2 to 4: 1 message(s)"),
+        "{:?}",
+        recording.warnings
+    );
     let transcript = replay::replay(&settings("bank"), &recording);
     assert_eq!(transcript.warnings[0], recording.warnings[0], "the replay reports it");
 }
@@ -174,7 +178,10 @@ fn malformed_lines_never_panic() {
         line(101, "orders.created", "OrderCreated", 1, "2030-01-01T00:00:00Z", json!({})),
         line(102, "events.account.a1", "MoneyWithdrawn", 10, "2030-01-01T00:00:00Z", json!(["not", "a", "map"])),
         line(103, "events.transfer.t9", "TransferRequested", 1, "2030-01-01T00:00:00Z", json!({"from": 1})),
-        Recorded { headers: Default::default(), ..line(104, "events.account.a1", "X", 1, "2030-01-01T00:00:00Z", json!({})) },
+        Recorded {
+            headers: Default::default(),
+            ..line(104, "events.account.a1", "X", 1, "2030-01-01T00:00:00Z", json!({}))
+        },
     ];
     let mut events = Recording::parse(&(lines.join("\n") + "\n")).unwrap().events;
     events.extend(odd);

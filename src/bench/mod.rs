@@ -4,6 +4,7 @@
 mod commands;
 mod load;
 mod reactors;
+mod replay;
 mod sagas;
 mod views;
 
@@ -15,6 +16,8 @@ pub enum BenchVerb {
     Commands(commands::Args),
     /// Reactor catch-up (`low-stock`) against a raw ordered-consumer read of the same events.
     Reactors(reactors::Args),
+    /// Offline replay of a generated bank recording through every bank component, against reading it.
+    Replay(replay::Args),
     /// Small bank transfers through the `transfer` saga, against raw JetStream appends.
     Sagas(sagas::Args),
     /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
@@ -27,5 +30,6 @@ pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
         BenchVerb::Reactors(args) => reactors::run(args).await,
         BenchVerb::Views(args) => views::run(args).await,
         BenchVerb::Sagas(args) => sagas::run(args).await,
+        BenchVerb::Replay(args) => replay::run(args).await,
     }
 }

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use eddy_engine::aggregate::EventMeta;
 use eddy_engine::envelope::{format_time, subject, StoredEvent};
 use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
@@ -20,7 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use super::recording::{Recorded, Recording};
 use super::timers::{firing_time, Timer, Timers};
-use super::transcript::{action_json, Decision, End, Reaction, Summary, Transcript, Transition};
+use super::transcript::{action_json, Decision, End, Reaction, Reactions, Summary, Transcript, Transition};
 use crate::app::Settings;
 
 type Docs = BTreeMap<String, Map<String, Json>>;
@@ -49,8 +48,8 @@ pub(super) struct Run<'a> {
     views: Vec<(&'a ViewDef, Changes)>,
     reactors: Vec<Reactor>,
     timers: Timers,
-    /// Recorded transitions by (subject, message id): what the live saga stored.
-    transitions: HashMap<(String, String), usize>,
+    /// Recorded events of reactors' own subjects by message id, then subject: what the live reactors stored.
+    transitions: HashMap<String, Vec<usize>>,
     /// Command ids of recorded events on reactors' own subjects: timer firings carry their schedule's id.
     own_command_ids: HashSet<String>,
     /// Instance logs the replay has had to make a transition up for.
@@ -104,7 +103,7 @@ impl<'a> Run<'a> {
                 self.own_command_ids.insert(id.to_string());
             }
             if let Some(msg_id) = rec.header(eddy_engine::envelope::headers::MSG_ID) {
-                self.transitions.insert((rec.subject.clone(), msg_id.to_string()), i);
+                self.transitions.entry(msg_id.to_string()).or_default().push(i);
             }
         }
     }
@@ -183,14 +182,14 @@ impl<'a> Run<'a> {
                 self.warn(line, format!("view {name}: {e}; the event is not in the view"));
             }
         }
-        let mut reactions = BTreeMap::new();
+        let mut reactions = Reactions::default();
         for i in 0..self.reactors.len() {
             if !self.reactors[i].logic.reads(event) || self.decided_in_replay(i, event) {
                 continue;
             }
             let reaction = self.decide(i, event);
             if !reaction.is_empty() {
-                reactions.insert(self.reactors[i].logic.name().to_string(), reaction);
+                reactions.0.push((self.reactors[i].logic.name().to_string(), reaction));
             }
         }
         if !reactions.is_empty() {
@@ -235,7 +234,7 @@ impl<'a> Run<'a> {
             .or_default()
             .entry(event.id.clone())
             .or_insert_with(|| aggregate.initial.clone());
-        if let Err(e) = aggregate.apply(state, &event.data, &EventMeta::of(event)) {
+        if let Err(e) = aggregate.apply_stored(state, event) {
             self.warn(line, format!("aggregate {}: apply {}: {e}", event.aggregate, event.event_type));
         }
         true
@@ -312,10 +311,12 @@ impl<'a> Run<'a> {
     fn store(&mut self, append: &Append) -> (StoredEvent, bool) {
         let subject = subject(&append.aggregate, &append.key);
         if !self.made_up.contains(&subject) {
+            let events = &self.recording.events;
             let recorded = self
                 .transitions
-                .get(&(subject.clone(), append.msg_id.clone()))
-                .and_then(|&i| self.recording.events[i].event().ok())
+                .get(&append.msg_id)
+                .and_then(|found| found.iter().find(|&&i| events[i].subject == subject))
+                .and_then(|&i| events[i].event().ok())
                 .filter(|e| e.event_type == append.event_type && e.data == append.data);
             if let Some(event) = recorded {
                 return (event, true);

@@ -28,7 +28,7 @@ pub struct Decision {
     /// The aggregate (or instance) id.
     pub id: String,
     /// What each reactor decided, by reactor name.
-    pub reactors: BTreeMap<String, Reaction>,
+    pub reactors: Reactions,
     /// The stream sequence; for an event the replay made up (a timer firing, a transition not in the
     /// recording), a sequence after the recording's last.
     pub seq: u64,
@@ -37,6 +37,50 @@ pub struct Decision {
     /// The event is not in the recording: the replay made it.
     #[serde(rename = "virtual", skip_serializing_if = "std::ops::Not::not")]
     pub made_up: bool,
+}
+
+/// The reactors' decisions on one event, in name order; serialized as a map. A vector, because most
+/// events concern one reactor and a map node per event is most of a long replay's memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reactions(pub Vec<(String, Reaction)>);
+
+impl Reactions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, reactor: &str) -> Option<&Reaction> {
+        self.0.iter().find(|(name, _)| name == reactor).map(|(_, r)| r)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Reaction)> {
+        self.0.iter().map(|(name, r)| (name.as_str(), r))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Reaction> {
+        self.0.iter().map(|(_, r)| r)
+    }
+}
+
+impl std::ops::Index<&str> for Reactions {
+    type Output = Reaction;
+
+    fn index(&self, reactor: &str) -> &Reaction {
+        self.get(reactor).unwrap_or_else(|| panic!("no decision of reactor `{reactor}`"))
+    }
+}
+
+impl Serialize for Reactions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut sorted: Vec<_> = self.0.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map = serializer.serialize_map(Some(sorted.len()))?;
+        for (name, reaction) in sorted {
+            map.serialize_entry(name, reaction)?;
+        }
+        map.end()
+    }
 }
 
 /// One reactor's decision on one event.
@@ -136,7 +180,7 @@ impl Transcript {
     pub fn actions(&self) -> impl Iterator<Item = (&str, &Json)> {
         self.decisions
             .iter()
-            .flat_map(|d| d.reactors.iter().flat_map(|(name, r)| r.actions.iter().map(move |a| (name.as_str(), a))))
+            .flat_map(|d| d.reactors.iter().flat_map(|(name, r)| r.actions.iter().map(move |a| (name, a))))
     }
 }
 

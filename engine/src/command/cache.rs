@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value as Json};
 
 use super::reply::{Reply, ReplyEvent, Success};
-use crate::aggregate::{Aggregate, EventMeta};
+use crate::aggregate::Aggregate;
 use crate::envelope::StoredEvent;
 
 /// What the engine knows of one aggregate instance.
@@ -78,8 +78,7 @@ impl Entry {
             if event.seq <= self.last_seq {
                 continue;
             }
-            let meta = EventMeta::of(event);
-            aggregate.apply(&mut self.state, &event.data, &meta)?;
+            aggregate.apply_stored(&mut self.state, event)?;
             self.version = event.version;
             self.last_seq = event.seq;
             if now - event.time > window || event.command_id.is_empty() {

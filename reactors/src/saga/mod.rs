@@ -70,8 +70,7 @@ pub struct Transition {
 }
 
 fn parse<T: DeserializeOwned>(event: &StoredEvent) -> Result<T, String> {
-    serde_json::from_value(event.data.clone())
-        .map_err(|e| format!("seq {}: unreadable {}: {e}", event.seq, event.event_type))
+    T::deserialize(&event.data).map_err(|e| format!("seq {}: unreadable {}: {e}", event.seq, event.event_type))
 }
 
 impl Saga {
