@@ -257,3 +257,78 @@ async fn financing_race_and_rejection_replay_as_they_ran() {
         transcript.end.sagas["financing"].values().map(|i| i["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(ends, BTreeSet::from(["financed".to_string(), "rejected".to_string()]));
 }
+
+/// Runs `eddy record` against `url` and reads back what it wrote.
+fn record_cli(url: &str, args: &[&str]) -> (Recording, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["record", "--server", url, "--config", "/nonexistent/eddy.toml"])
+        .args(args)
+        .output()
+        .expect("eddy record runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (Recording::parse(std::str::from_utf8(&out.stdout).unwrap()).expect("reads back"), stderr)
+}
+
+fn seqs(r: &Recording) -> Vec<u64> {
+    r.events.iter().map(|e| e.seq).collect()
+}
+
+#[tokio::test]
+async fn record_covers_exactly_the_range_asked_for() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    for i in 1..=10 {
+        let id = if i % 2 == 0 { "a1" } else { "a2" };
+        append_raw(&c, "account", id, "MoneyDeposited", json!({"amount": i})).await;
+    }
+    let url = nats.url();
+    let (all, stderr) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || record_cli(&url, &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(seqs(&all), (1..=10).collect::<Vec<_>>());
+    assert!(stderr.contains("recorded 10 events (at seq 10 of 10)"), "{stderr}");
+    let first = &all.events[0];
+    assert_eq!(first.subject, "events.account.a2");
+    assert_eq!(first.header("Eddy-Event-Type"), Some("MoneyDeposited"));
+    assert_eq!(first.data, json!({"amount": 1}));
+    assert!(first.header("Nats-Msg-Id").is_some(), "every header is kept");
+
+    let range = |from: Option<u64>, to: Option<u64>, subjects: &[&str]| {
+        let mut r = eddy::record::Range { from_seq: from, to_seq: to, ..Default::default() };
+        if !subjects.is_empty() {
+            r.subjects = subjects.iter().map(|s| s.to_string()).collect();
+        }
+        r
+    };
+    let js = async_nats::jetstream::new(c.clone());
+    let rec = |r: eddy::record::Range| {
+        let js = js.clone();
+        async move {
+            let mut out = Vec::new();
+            eddy::record::record(&js, "EVENTS", &r, &mut out, |_| {}).await.unwrap();
+            Recording::parse(std::str::from_utf8(&out).unwrap()).unwrap()
+        }
+    };
+    assert_eq!(seqs(&rec(range(Some(3), Some(7), &[])).await), [3, 4, 5, 6, 7]);
+    assert_eq!(seqs(&rec(range(None, None, &["events.account.a1"])).await), [2, 4, 6, 8, 10]);
+    let filtered = rec(range(Some(5), Some(8), &["events.account.a1"])).await;
+    assert_eq!(seqs(&filtered), [6, 8]);
+    assert!(filtered.warnings[0].contains("seq jumps from 6 to 8"), "{:?}", filtered.warnings);
+    assert!(rec(range(Some(11), None, &[])).await.events.is_empty(), "past the end: nothing, and it returns");
+
+    let (since, until) = (all.events[3].time, all.events[6].time);
+    let by_time = eddy::record::Range { since: Some(since), until: Some(until), ..Default::default() };
+    assert_eq!(seqs(&rec(by_time).await), [4, 5, 6, 7]);
+    let nanos = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let (s, u) = (nanos(since), nanos(until));
+    let (cli, _) = tokio::task::spawn_blocking(move || {
+        record_cli(&url, &["--since", &s, "--until", &u, "--subjects", "events.account.a2"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(seqs(&cli), [5, 7]);
+}
