@@ -121,6 +121,22 @@ pub struct OutgoingEvent {
 }
 
 impl OutgoingEvent {
+    /// The event as it reads once stored at `seq` on `events.<aggregate>.<id>`.
+    pub fn stored(self, seq: u64, aggregate: &str, id: &str) -> StoredEvent {
+        StoredEvent {
+            seq,
+            aggregate: aggregate.to_string(),
+            id: id.to_string(),
+            event_type: self.event_type,
+            version: self.version,
+            time: self.time,
+            command_id: self.command_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            data: self.data,
+        }
+    }
+
     /// The contract's headers for this event.
     pub fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();

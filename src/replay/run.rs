@@ -324,20 +324,8 @@ impl<'a> Run<'a> {
             // From here on this instance's log differs from the recording's.
             self.made_up.insert(subject);
         }
-        let event = append.event(self.now.trunc_subsecs(6));
-        let stored = StoredEvent {
-            seq: self.made_up_seq(),
-            aggregate: append.aggregate.clone(),
-            id: append.key.clone(),
-            event_type: event.event_type,
-            version: event.version,
-            time: event.time,
-            command_id: event.command_id,
-            correlation_id: event.correlation_id,
-            causation_id: event.causation_id,
-            data: event.data,
-        };
-        (stored, false)
+        let seq = self.made_up_seq();
+        (append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key), false)
     }
 
     fn finish(mut self) -> Transcript {

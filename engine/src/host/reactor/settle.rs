@@ -104,18 +104,6 @@ impl Runner {
             .await
             .ok_or(None)?
             .map_err(|e| Some(format!("{} on events.{agg}.{key}: {e}", append.event_type)))?;
-        let stored = StoredEvent {
-            seq: 0,
-            aggregate: agg.to_string(),
-            id: key.to_string(),
-            event_type: event.event_type,
-            version: event.version,
-            time: event.time,
-            command_id: event.command_id,
-            correlation_id: event.correlation_id,
-            causation_id: event.causation_id,
-            data: event.data,
-        };
-        Ok((stored, appended))
+        Ok((event.stored(0, agg, key), appended))
     }
 }
