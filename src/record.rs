@@ -27,6 +27,8 @@ pub enum Error {
     Stalled { seq: u64 },
     #[error("writing the recording: {0}")]
     Io(#[from] std::io::Error),
+    #[error("--since {0} is outside the times the server takes")]
+    Since(DateTime<Utc>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -135,9 +137,8 @@ fn deliver_policy(range: &Range) -> Result<DeliverPolicy> {
     Ok(match (range.from_seq, range.since) {
         (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence: start_sequence.max(1) },
         (None, Some(since)) => {
-            let nanos = since.timestamp_nanos_opt().unwrap_or(0) as i128;
-            let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-                .map_err(|e| Error::Stream { stream: String::new(), message: format!("--since: {e}") })?;
+            let nanos = since.timestamp_nanos_opt().ok_or(Error::Since(since))? as i128;
+            let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| Error::Since(since))?;
             DeliverPolicy::ByStartTime { start_time }
         }
         (None, None) => DeliverPolicy::All,

@@ -53,6 +53,19 @@ pub fn bench_settings(server: &BenchServer, files: &[(&str, &str)]) -> anyhow::R
     Ok((dir, settings))
 }
 
+/// Creates the config's stream, fills it with `seed` (not started until the stream exists) and returns
+/// its last sequence.
+pub async fn seeded<T>(
+    client: &Client,
+    settings: &eddy::Settings,
+    seed: impl std::future::Future<Output = Result<T, async_nats::Error>>,
+) -> anyhow::Result<u64> {
+    let engine = &settings.engine.engine;
+    eddy_engine::store::EventStore::open(client.clone(), engine).await?;
+    seed.await.map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+    Ok(eddy_engine::store::EventStore::attach(client.clone(), engine).last_seq().await?)
+}
+
 /// The outcome of driving requests.
 pub struct Run {
     pub per_s: f64,

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eddy::Running;
-use eddy_engine::store::EventStore;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{bench_settings, floor_read, peak_rss_mb, BenchServer, CommonArgs};
+use super::load::{bench_settings, floor_read, peak_rss_mb, seeded, BenchServer, CommonArgs};
 
 const PRODUCT_TOML: &str = include_str!("../../config/examples/inventory/product.toml");
 const LOW_STOCK_TOML: &str = include_str!("../../config/examples/inventory/reactors/low-stock.toml");
@@ -32,13 +31,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (_dir, settings) =
         bench_settings(&server, &[("product.toml", PRODUCT_TOML), ("low-stock.toml", LOW_STOCK_TOML)])?;
     let client = async_nats::connect(&server.url).await?;
-    EventStore::open(client.clone(), &settings.engine.engine).await?;
     let products = args.products.max(1);
     eprintln!("seeding {} events ...", args.events);
-    eddy::seed::seed_inventory(&client, products, args.events.saturating_sub(products))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let end = EventStore::attach(client.clone(), &settings.engine.engine).last_seq().await?;
+    let seed = eddy::seed::seed_inventory(&client, products, args.events.saturating_sub(products));
+    let end = seeded(&client, &settings, seed).await?;
 
     let floor_per_s = floor_read(&client, &settings.engine.engine.stream, end).await?;
 

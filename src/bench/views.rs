@@ -7,12 +7,11 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 use eddy::Running;
-use eddy_engine::store::EventStore;
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{bench_settings, drive, floor_read, peak_rss_mb, BenchServer, CommonArgs, Run};
+use super::load::{bench_settings, drive, floor_read, peak_rss_mb, seeded, BenchServer, CommonArgs, Run};
 
 const ACCOUNT_TOML: &str = include_str!("../../config/examples/bank/account.toml");
 const BALANCES_TOML: &str = include_str!("../../config/examples/bank/projections/balances.toml");
@@ -37,13 +36,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (_dir, settings) =
         bench_settings(&server, &[("account.toml", ACCOUNT_TOML), ("balances.toml", BALANCES_TOML)])?;
     let client = async_nats::connect(&server.url).await?;
-    EventStore::open(client.clone(), &settings.engine.engine).await?;
     let accounts = args.accounts.max(1);
     eprintln!("seeding {} events ...", args.events);
-    eddy::seed::seed_bank(&client, accounts, args.events.saturating_sub(accounts))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let end = EventStore::attach(client.clone(), &settings.engine.engine).last_seq().await?;
+    let seed = eddy::seed::seed_bank(&client, accounts, args.events.saturating_sub(accounts));
+    let end = seeded(&client, &settings, seed).await?;
 
     let floor_per_s = floor_read(&client, &settings.engine.engine.stream, end).await?;
 

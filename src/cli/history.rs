@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
-use eddy_engine::aggregate::EventMeta;
 use eddy_engine::envelope::format_time;
 use eddy_engine::store::EventStore;
 
@@ -31,8 +30,7 @@ pub async fn history(
     }
     let mut state = def.initial.clone();
     for event in events.iter().take_while(|e| at_version.is_none_or(|v| e.version <= v)) {
-        let meta = EventMeta::of(event);
-        def.apply(&mut state, &event.data, &meta).with_context(|| format!("applying seq {}", event.seq))?;
+        def.apply_stored(&mut state, event).with_context(|| format!("applying seq {}", event.seq))?;
         if at_version.is_none() {
             println!(
                 "seq {:<8} v{:<5} {}  {:<20} {}\n    state: {}",

@@ -1,6 +1,5 @@
 //! `eddy record`: a stretch of the stream to a recording file or stdout, with progress on stderr.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -27,17 +26,14 @@ pub async fn record(
     let js = async_nats::jetstream::new(client);
     let report = |p: Progress| eprintln!("recorded {} events (at seq {} of {})", p.recorded, p.seq, p.end);
     let stream = &config.engine.stream;
+    // `record` flushes what it wrote before it returns.
     let done = match &out {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            let mut file = std::io::BufWriter::new(file);
-            let done = record::record(&js, stream, &range, &mut file, report).await?;
-            file.flush()?;
-            done
+            record::record(&js, stream, &range, &mut std::io::BufWriter::new(file), report).await?
         }
         None => {
-            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            record::record(&js, stream, &range, &mut stdout, report).await?
+            record::record(&js, stream, &range, &mut std::io::BufWriter::new(std::io::stdout().lock()), report).await?
         }
     };
     if done.recorded == 0 {

@@ -58,7 +58,9 @@ pub(super) struct Run<'a> {
     /// The virtual clock: the time of the event being replayed.
     now: DateTime<Utc>,
     unknown_aggregates: BTreeSet<String>,
-    transcript: Transcript,
+    decisions: Vec<Decision>,
+    warnings: Vec<String>,
+    timers_fired: usize,
 }
 
 impl<'a> Run<'a> {
@@ -85,7 +87,9 @@ impl<'a> Run<'a> {
             next_seq: recording.events.last().map_or(1, |e| e.seq + 1),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
-            transcript: Transcript::default(),
+            decisions: Vec::new(),
+            warnings: recording.warnings.clone(),
+            timers_fired: 0,
         };
         run.index();
         run
@@ -136,7 +140,7 @@ impl<'a> Run<'a> {
             None => message,
         };
         tracing::debug!("{message}");
-        self.transcript.warnings.push(message);
+        self.warnings.push(message);
     }
 
     /// Fires, in time order, every armed timer the clock passes before `until`.
@@ -159,7 +163,7 @@ impl<'a> Run<'a> {
                 causation_id: timer.effect_id,
                 data: timer.data,
             };
-            self.transcript.recording.timers_fired += 1;
+            self.timers_fired += 1;
             self.take(&event, None);
         }
     }
@@ -193,7 +197,7 @@ impl<'a> Run<'a> {
             }
         }
         if !reactions.is_empty() {
-            self.transcript.decisions.push(Decision {
+            self.decisions.push(Decision {
                 event: format!("{}.{}", event.aggregate, event.event_type),
                 id: event.id.clone(),
                 reactors: reactions,
@@ -342,19 +346,17 @@ impl<'a> Run<'a> {
             end.timers.insert(timer.subject, format_time(timer.at));
         }
         let events = &self.recording.events;
-        let mut warnings = self.recording.warnings.clone();
-        warnings.append(&mut self.transcript.warnings);
         Transcript {
             end,
-            warnings,
+            warnings: self.warnings,
             recording: Summary {
                 clock: events.last().map(|e| format_time(e.time)),
                 events: events.len(),
                 first_seq: events.first().map(|e| e.seq),
                 last_seq: events.last().map(|e| e.seq),
-                timers_fired: self.transcript.recording.timers_fired,
+                timers_fired: self.timers_fired,
             },
-            decisions: self.transcript.decisions,
+            decisions: self.decisions,
         }
     }
 }

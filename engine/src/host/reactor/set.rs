@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::Leases;
 use super::runner::{self, Host, Shared, Status};
+use super::state::Counters;
 use super::watermark::Watermarks;
 use super::{Effects, Logic, ReactorState};
 use crate::config::EngineConfig;
@@ -44,15 +45,9 @@ pub struct ReactorStatus {
     pub position: u64,
     pub lag: u64,
     pub parked: usize,
-    pub commands: u64,
-    pub rejected: u64,
-    pub publishes: u64,
-    pub emits: u64,
-    pub skipped: u64,
-    /// Events that named nothing the entry they reached does (saga triggers its state does not name).
-    pub ignored: u64,
-    /// Timers armed.
-    pub timers: u64,
+    /// What it has done, as fields of the status.
+    #[serde(flatten)]
+    pub counters: Counters,
 }
 
 struct Reactor {
@@ -219,7 +214,6 @@ fn status_of(shared: &Shared) -> ReactorStatus {
         Status::Stopped => ("stopped", None),
         Status::Failed(e) => ("failed", Some(e.clone())),
     };
-    let counters = shared.counters.lock().expect("lock").clone();
     ReactorStatus {
         name: shared.logic.name().to_string(),
         kind: shared.logic.kind(),
@@ -228,12 +222,6 @@ fn status_of(shared: &Shared) -> ReactorStatus {
         position: shared.position.load(Ordering::Relaxed),
         lag: shared.lag.load(Ordering::Relaxed),
         parked: shared.state.parked_count(),
-        commands: counters.commands,
-        rejected: counters.rejected,
-        publishes: counters.publishes,
-        emits: counters.emits,
-        skipped: counters.skipped,
-        ignored: counters.ignored,
-        timers: counters.timers,
+        counters: shared.counters.lock().expect("lock").clone(),
     }
 }
