@@ -14,7 +14,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use eddy_engine::envelope::{format_time, subject, StoredEvent};
 use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
-use eddy_reactors::saga::{log_aggregate, state as saga_state};
+use eddy_reactors::saga::state::{self as saga_state, Instance};
+use eddy_reactors::saga::{log_aggregate, Decided, Saga};
 use serde_json::{Map, Value as Json};
 
 use super::recording::{Recorded, Recording};
@@ -25,11 +26,15 @@ use crate::app::Settings;
 type Docs = BTreeMap<String, Map<String, Json>>;
 
 /// A reactor's state during the replay.
-struct Reactor {
+struct Reactor<'a> {
     logic: Arc<dyn Logic>,
     entries: Docs,
     /// A saga's log aggregate (`saga-<name>`): the subject part it writes itself.
     log: Option<String>,
+    /// A saga, decided through its typed API: its instances stay typed between steps instead of going
+    /// through JSON entries as sled needs them.
+    saga: Option<&'a Saga>,
+    instances: HashMap<String, Instance>,
 }
 
 struct Memory<'a>(&'a Docs);
@@ -46,7 +51,7 @@ pub(super) struct Run<'a> {
     recording: &'a Recording,
     aggregates: BTreeMap<String, Docs>,
     views: Vec<(&'a ViewDef, Changes)>,
-    reactors: Vec<Reactor>,
+    reactors: Vec<Reactor<'a>>,
     timers: Timers,
     /// Recorded events of reactors' own subjects by message id, then subject: what the live reactors stored.
     transitions: HashMap<String, Vec<usize>>,
@@ -68,10 +73,15 @@ impl<'a> Run<'a> {
         let reactors: Vec<Reactor> = settings
             .reactors
             .iter()
-            .map(|logic| Reactor {
-                log: (logic.kind() == "saga").then(|| log_aggregate(logic.name())),
-                logic: logic.clone(),
-                entries: Docs::new(),
+            .map(|logic| {
+                let any: &dyn std::any::Any = &**logic;
+                Reactor {
+                    log: (logic.kind() == "saga").then(|| log_aggregate(logic.name())),
+                    logic: logic.clone(),
+                    entries: Docs::new(),
+                    saga: any.downcast_ref::<Saga>(),
+                    instances: HashMap::new(),
+                }
             })
             .collect();
         let mut run = Run {
@@ -257,6 +267,9 @@ impl<'a> Run<'a> {
 
     /// One reactor's decision on `event`, with the transition it stores and what that causes.
     fn decide(&mut self, i: usize, event: &StoredEvent) -> Reaction {
+        if let Some(saga) = self.reactors[i].saga {
+            return self.decide_saga(i, saga, event);
+        }
         let mut reaction = Reaction::default();
         let logic = self.reactors[i].logic.clone();
         let mut outcome = match logic.handle(event, &Memory(&self.reactors[i].entries)) {
@@ -276,6 +289,39 @@ impl<'a> Run<'a> {
             Err(e) => reaction.error = Some(e),
         }
         reaction
+    }
+
+    /// [`Self::decide`] for a saga, with its instances typed.
+    fn decide_saga(&mut self, i: usize, saga: &Saga, event: &StoredEvent) -> Reaction {
+        let mut reaction = Reaction::default();
+        let decided = match saga.decide(event, &self.reactors[i].instances, false) {
+            Ok(decided) => decided,
+            Err(e) => return Reaction { error: Some(e), ..reaction },
+        };
+        let Decided { mut outcome, instance, entered } = decided;
+        self.keep(i, instance);
+        let append = outcome.append.take();
+        self.accept(i, event, outcome, &mut reaction);
+        let (Some(append), Some(entered)) = (append, entered) else { return reaction };
+        let (stored, recorded) = self.store(&append);
+        reaction.transitions.push(transition(&stored, recorded));
+        // The stored transition's data is `entered` as JSON (the recorded one is compared equal), so it is
+        // folded as it is instead of being read back.
+        match saga.apply_entered(&stored, &self.reactors[i].instances, entered) {
+            Ok(Decided { mut outcome, instance, .. }) => {
+                self.keep(i, instance);
+                outcome.append = None;
+                self.accept(i, &stored, outcome, &mut reaction);
+            }
+            Err(e) => reaction.error = Some(e),
+        }
+        reaction
+    }
+
+    fn keep(&mut self, i: usize, instance: Option<Instance>) {
+        if let Some(inst) = instance {
+            self.reactors[i].instances.insert(inst.id.clone(), inst);
+        }
     }
 
     /// Applies a decision: the reactor's state, its timers, and the actions listed with their live ids.
@@ -334,8 +380,9 @@ impl<'a> Run<'a> {
 
     fn finish(mut self) -> Transcript {
         let mut end = End { aggregates: std::mem::take(&mut self.aggregates), ..End::default() };
-        for reactor in std::mem::take(&mut self.reactors) {
+        for mut reactor in std::mem::take(&mut self.reactors) {
             let into = if reactor.log.is_some() { &mut end.sagas } else { &mut end.reactors };
+            reactor.entries.extend(reactor.instances.into_iter().map(|(id, inst)| (id, inst.to_entry())));
             into.insert(reactor.logic.name().to_string(), reactor.entries);
         }
         for (def, changes) in std::mem::take(&mut self.views) {

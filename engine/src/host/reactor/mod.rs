@@ -156,8 +156,9 @@ pub trait Entries {
 }
 
 /// A reactor kind's decisions. Implementations are pure: the same event on the same state gives the same
-/// outcome, which is what makes rebuilding from history and offline replay possible.
-pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
+/// outcome, which is what makes rebuilding from history and offline replay possible. `Any`, so that code
+/// which knows a kind (the offline replay) can reach its typed API.
+pub trait Logic: std::any::Any + std::fmt::Debug + Send + Sync + 'static {
     fn name(&self) -> &str;
     /// `rule`, `saga`.
     fn kind(&self) -> &'static str;

@@ -1,0 +1,338 @@
+//! A saga's decisions, with its instances typed. The host keeps instances as JSON entries in sled and goes
+//! through [`Saga::decide`] with [`Stored`]; an offline replay keeps them typed in memory, so a step costs no
+//! JSON round trip of the instance (its history grows with every transition).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::Duration;
+use eddy_engine::aggregate::input::valid_id;
+use eddy_engine::cel::EventScope;
+use eddy_engine::envelope::StoredEvent;
+use eddy_engine::host::reactor::{Action, Append, Entries, Outcome};
+use eddy_engine::store::timer_subject;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value as Json};
+
+use super::state::{Entered, Instance, Rejected, Step, TimerFired, ENTERED, REJECTED, STARTED, TIMER_FIRED};
+use super::state::{ON_REJECTED, ON_TIMEOUT};
+use super::{Saga, Transition};
+
+/// Where a saga finds its instances.
+pub trait Instances {
+    fn instance(&self, id: &str) -> Result<Option<Cow<'_, Instance>>, String>;
+}
+
+/// The host's entries: instances stored as JSON.
+pub struct Stored<'a>(pub &'a dyn Entries);
+
+impl Instances for Stored<'_> {
+    fn instance(&self, id: &str) -> Result<Option<Cow<'_, Instance>>, String> {
+        Ok(self.0.get(id)?.map(Instance::from_entry).transpose()?.map(Cow::Owned))
+    }
+}
+
+impl Instances for HashMap<String, Instance> {
+    fn instance(&self, id: &str) -> Result<Option<Cow<'_, Instance>>, String> {
+        Ok(self.get(id).map(Cow::Borrowed))
+    }
+}
+
+/// A decision with the instance still typed.
+#[derive(Debug, Default)]
+pub struct Decided {
+    /// Everything but the instance's entry.
+    pub outcome: Outcome,
+    /// The instance after the event, when the event changed it.
+    pub instance: Option<Instance>,
+    /// The transition the outcome's append records.
+    pub entered: Option<Entered>,
+}
+
+impl Decided {
+    /// The outcome as the host stores it: the instance becomes its JSON entry.
+    pub fn into_outcome(self) -> Outcome {
+        let mut outcome = self.outcome;
+        if let Some(inst) = self.instance {
+            outcome.changes.push((inst.id.clone(), Some(inst.to_entry())));
+        }
+        outcome
+    }
+
+    fn ignored() -> Self {
+        Decided { outcome: Outcome { ignored: true, ..Outcome::default() }, ..Decided::default() }
+    }
+
+    /// An outcome that appends `found` (the first transition whose `when` holds), or is ignored.
+    fn appending(found: Option<(Append, Entered)>, instance: Option<Instance>) -> Self {
+        let ignored = found.is_none();
+        let (append, entered) = found.unzip();
+        Decided { outcome: Outcome { append, ignored, ..Outcome::default() }, instance, entered }
+    }
+}
+
+fn parse<T: DeserializeOwned>(event: &StoredEvent) -> Result<T, String> {
+    T::deserialize(&event.data).map_err(|e| format!("seq {}: unreadable {}: {e}", event.seq, event.event_type))
+}
+
+/// Records that the log reaches `seq`: the instance, if that moves it.
+fn noted(mut inst: Instance, seq: u64) -> (Instance, bool) {
+    let moved = seq > inst.last_seq;
+    if moved {
+        inst.last_seq = seq;
+    }
+    (inst, moved)
+}
+
+impl Saga {
+    /// Decides one event. `ahead`: an event of the saga's log read ahead of the stream after a conflict,
+    /// which only moves where the log ends.
+    pub fn decide(&self, event: &StoredEvent, instances: &dyn Instances, ahead: bool) -> Result<Decided, String> {
+        if event.aggregate == self.log {
+            return self.on_log(event, instances, ahead);
+        }
+        if ahead {
+            return Ok(Decided::default());
+        }
+        self.on_event(event, instances)
+    }
+
+    /// Applies a stored transition, already read: the new state, and what entering it does.
+    pub fn apply_entered(
+        &self,
+        event: &StoredEvent,
+        instances: &dyn Instances,
+        entered: Entered,
+    ) -> Result<Decided, String> {
+        let inst = instances.instance(&event.id)?;
+        if inst.as_ref().is_some_and(|i| event.seq <= i.entry) {
+            return Ok(Decided::default());
+        }
+        Ok(self.fold(event, inst.map(Cow::into_owned), entered))
+    }
+
+    /// The correlation id of everything an instance does.
+    pub(super) fn correlation(&self, id: &str) -> String {
+        format!("{}:{id}", self.name)
+    }
+
+    /// An event of an instance's own log.
+    fn on_log(&self, event: &StoredEvent, instances: &dyn Instances, ahead: bool) -> Result<Decided, String> {
+        if matches!(event.event_type.as_str(), STARTED | ENTERED) {
+            return self.apply_entered(event, instances, parse(event)?);
+        }
+        let Some(inst) = instances.instance(&event.id)? else { return Ok(Decided::default()) };
+        let (inst, moved) = noted(inst.into_owned(), event.seq);
+        let unchanged = |inst: Instance| Decided { instance: moved.then_some(inst), ..Decided::default() };
+        // Read ahead of the stream: only where the log ends matters now; it is decided in its turn.
+        if ahead {
+            return Ok(unchanged(inst));
+        }
+        match event.event_type.as_str() {
+            TIMER_FIRED => {
+                let fired: TimerFired = parse(event)?;
+                // A state of an older definition (its log was folded after a change) has no transitions.
+                let timeout = self.states.get(&inst.state).and_then(|st| st.timeout.as_ref());
+                match timeout {
+                    // A timer of a state already left, or of an entry before this one: stale.
+                    Some(list) if fired.entry == inst.entry && !inst.done => {
+                        let found = self.transition(&inst, list, event, &Json::Null, ON_TIMEOUT)?;
+                        Ok(Decided::appending(found, moved.then_some(inst)))
+                    }
+                    _ => Ok(unchanged(inst)),
+                }
+            }
+            REJECTED => {
+                let rejected: Rejected = parse(event)?;
+                if rejected.entry != inst.entry || inst.done {
+                    return Ok(unchanged(inst));
+                }
+                let rejection =
+                    json!({"command": rejected.command, "code": rejected.code, "message": rejected.message});
+                match self.states.get(&inst.state).and_then(|st| st.rejected.as_ref()) {
+                    Some(list) => {
+                        let found = self.transition(&inst, list, event, &rejection, ON_REJECTED)?;
+                        Ok(Decided::appending(found, moved.then_some(inst)))
+                    }
+                    None => {
+                        tracing::warn!(saga = %self.name, instance = %inst.id, state = %inst.state, command = %rejected.command, reason = %rejected.message, "a command was rejected and the state has no `rejected` transition; the instance waits");
+                        let mut decided = unchanged(inst);
+                        decided.outcome.ignored = true;
+                        Ok(decided)
+                    }
+                }
+            }
+            // An event a `do` emitted: part of the log, no trigger.
+            _ => Ok(unchanged(inst)),
+        }
+    }
+
+    /// Applies a stored transition: the new state, and what entering it does.
+    fn fold(&self, event: &StoredEvent, prev: Option<Instance>, entered: Entered) -> Decided {
+        let id = &event.id;
+        let mut actions = Vec::new();
+        // Each entry's timer has its own subject, so cancelling the old one never touches the new one,
+        // even when a crash makes both actions run again.
+        if let Some(prev) = prev.as_ref().filter(|p| p.timer_at.is_some()) {
+            actions.push(Action::Cancel { subject: self.timer(id, prev.entry) });
+        }
+        if let Some(at) = entered.timer_at {
+            actions.push(Action::Schedule {
+                subject: self.timer(id, event.seq),
+                at,
+                aggregate: self.log.clone(),
+                key: id.clone(),
+                event_type: TIMER_FIRED.to_string(),
+                version: 0,
+                data: json!(TimerFired { entry: event.seq, state: entered.state.clone() }),
+            });
+        }
+        actions.extend(entered.actions);
+        let step = Step {
+            seq: event.seq,
+            cause: entered.cause,
+            trigger: entered.trigger,
+            from: entered.from,
+            to: entered.state.clone(),
+            at: event.time,
+        };
+        let (started_at, last_seq, mut history) = match prev {
+            Some(p) => (p.started_at, p.last_seq.max(event.seq), p.history),
+            None => (event.time, event.seq, Vec::new()),
+        };
+        history.push(step);
+        let inst = Instance {
+            id: id.clone(),
+            state: entered.state,
+            data: entered.data,
+            done: entered.done,
+            entry: event.seq,
+            version: event.version,
+            last_seq,
+            started_at,
+            entered_at: event.time,
+            timer_at: entered.timer_at,
+            history,
+        };
+        Decided {
+            outcome: Outcome { actions, correlation_id: Some(self.correlation(id)), ..Outcome::default() },
+            instance: Some(inst),
+            entered: None,
+        }
+    }
+
+    fn timer(&self, id: &str, entry: u64) -> String {
+        timer_subject(&self.log, id, entry)
+    }
+
+    /// An event from outside the saga's log: a start, or a trigger of an instance.
+    fn on_event(&self, event: &StoredEvent, instances: &dyn Instances) -> Result<Decided, String> {
+        let scope = EventScope::new(event);
+        if self.start.matches(&event.aggregate, &event.event_type) {
+            let id = match &self.start_id {
+                Some(expr) => scope.eval_string(expr).map_err(|e| format!("start.id: {e}"))?,
+                None => event.id.clone(),
+            };
+            if !id.is_empty() && instances.instance(&id)?.is_none() {
+                if !valid_id(&id) {
+                    return Err(format!("start.id: `{id}` is not a valid instance id"));
+                }
+                let mut data = scope.eval_map(&self.data).map_err(|e| format!("data: {e}"))?;
+                data.insert("id".into(), Json::String(id.clone()));
+                let trigger = format!("{}.{}", event.aggregate, event.event_type);
+                let found = self.enter(event, &id, None, &self.initial, data, trigger, &Json::Null)?;
+                return Ok(Decided::appending(Some(found), None));
+            }
+        }
+        let id = match event.correlation_id.strip_prefix(&self.correlation("")) {
+            Some(id) => id.to_string(),
+            None => match self.correlate.find(&event.aggregate, &event.event_type) {
+                Some(expr) => scope.eval_string(expr).map_err(|e| format!("correlate: {e}"))?,
+                None => return Ok(Decided::default()),
+            },
+        };
+        if id.is_empty() {
+            return Ok(Decided::default());
+        }
+        let Some(inst) = instances.instance(&id)? else { return Ok(Decided::ignored()) };
+        if inst.moved_by(event.seq) {
+            return Ok(Decided::default());
+        }
+        let list = self.states.get(&inst.state).and_then(|st| st.on.find(&event.aggregate, &event.event_type));
+        let (Some(list), false) = (list, inst.done) else { return Ok(Decided::ignored()) };
+        let trigger = format!("{}.{}", event.aggregate, event.event_type);
+        let found = self.transition(&inst, list, event, &Json::Null, &trigger)?;
+        Ok(Decided::appending(found, None))
+    }
+
+    /// The first transition of `list` whose `when` holds, as the event that records it.
+    fn transition(
+        &self,
+        inst: &Instance,
+        list: &[Transition],
+        event: &StoredEvent,
+        rejection: &Json,
+        trigger: &str,
+    ) -> Result<Option<(Append, Entered)>, String> {
+        let saga = inst.saga_var();
+        let scope = EventScope::new(event).bind("saga", &saga, None).bind("rejection", rejection, None);
+        for t in list {
+            if let Some(when) = &t.when {
+                if !scope.eval_bool(when).map_err(|e| format!("{}: when: {e}", inst.state))? {
+                    continue;
+                }
+            }
+            let mut data = inst.data.clone();
+            if let Some(set) = &t.set {
+                data.extend(scope.eval_map(set).map_err(|e| format!("{}: set: {e}", inst.state))?);
+            }
+            data.insert("id".into(), Json::String(inst.id.clone()));
+            return self.enter(event, &inst.id, Some(inst), &t.goto, data, trigger.to_string(), rejection).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The event recording the entry into `state`, with what the state does on entry.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &self,
+        event: &StoredEvent,
+        id: &str,
+        inst: Option<&Instance>,
+        state: &str,
+        data: Map<String, Json>,
+        trigger: String,
+        rejection: &Json,
+    ) -> Result<(Append, Entered), String> {
+        let st = &self.states[state];
+        let saga = Json::Object(data);
+        let scope = EventScope::new(event).bind("saga", &saga, None).bind("rejection", rejection, None);
+        let mut actions = Vec::new();
+        for (i, action) in st.actions.iter().enumerate() {
+            actions.extend(action.build(&scope, id).map_err(|e| format!("{state}: do[{i}]: {e}"))?);
+        }
+        let Json::Object(data) = saga else { unreachable!("built from a map") };
+        let entered = Entered {
+            state: state.to_string(),
+            from: inst.map(|i| i.state.clone()),
+            trigger,
+            cause: event.seq,
+            data,
+            actions,
+            // From the trigger's time, so a replay of the stream arms the same timer.
+            timer_at: st.timeout_secs.map(|s| event.time + Duration::seconds(s as i64)),
+            done: st.done,
+        };
+        let append = Append {
+            aggregate: self.log.clone(),
+            key: id.to_string(),
+            expected_seq: Some(inst.map_or(0, |i| i.last_seq)),
+            version: inst.map_or(0, |i| i.version) + 1,
+            event_type: if inst.is_some() { ENTERED } else { STARTED }.to_string(),
+            data: json!(entered),
+            msg_id: format!("{}:{}:enter", self.name, event.seq),
+            correlation_id: self.correlation(id),
+        };
+        Ok((append, entered))
+    }
+}
