@@ -196,7 +196,7 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
     .await;
     let transcript = assert_faithful("bank", &live);
     let sagas = &transcript.end.sagas["transfer"];
-    let states: BTreeMap<_, _> = sagas.iter().map(|(id, i)| (id.as_str(), i["state"].as_str().unwrap())).collect();
+    let states: BTreeMap<_, _> = sagas.iter().map(|(id, i)| (id.as_str(), i.state.as_str())).collect();
     let expected = [("t1", "completed"), ("t2", "completed"), ("t3", "failed"), ("t4", "failed"), ("t5", "approval")];
     assert_eq!(states, BTreeMap::from(expected));
     assert_eq!(transcript.end.timers.len(), 1, "t5's approval timer is armed");

@@ -77,8 +77,8 @@ fn a_timer_the_recording_does_not_hold_fires_when_the_clock_passes_it() {
     let refund = saga.actions.iter().find(|a| a["kind"] == "command").unwrap();
     assert_eq!(refund["data"], json!({"id": "a1", "amount": 1500}));
     let t5 = &transcript.end.sagas["transfer"]["t5"];
-    assert_eq!(t5["state"], "refund");
-    assert_eq!(t5["data"]["reason"], "approval timed out");
+    assert_eq!(t5.state, "refund");
+    assert_eq!(t5.data["reason"], "approval timed out");
     assert!(transcript.end.timers.is_empty());
     // The firing comes before the event that moved the clock past it.
     let pos = |seq| transcript.decisions.iter().position(|d| d.seq == seq);
@@ -97,8 +97,8 @@ fn a_changed_saga_decides_anew_on_recorded_events() {
     let settings = eddy::load(dir.path()).unwrap();
     let transcript = replay::replay(&settings, &Recording::read(stream("bank")).unwrap());
     let t1 = &transcript.end.sagas["transfer"]["t1"];
-    assert_eq!(t1["state"], "approval", "100 now needs approval; nothing approved t1 in the recording");
-    let steps: Vec<_> = t1["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap()).collect();
+    assert_eq!(t1.state, "approval", "100 now needs approval; nothing approved t1 in the recording");
+    let steps: Vec<_> = t1.history.iter().map(|s| s.to.as_str()).collect();
     assert_eq!(steps, ["debit", "approval"]);
     let mut made_up = transcript.decisions.iter().flat_map(|d| d.reactors.values()).flat_map(|r| &r.transitions);
     assert!(made_up.any(|t| t.instance == "t1" && !t.recorded));

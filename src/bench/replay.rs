@@ -60,6 +60,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         transcript.warnings
     );
 
+    // Writing the transcript is not part of the replay, but `eddy replay` does it: measured on its own.
+    let started = Instant::now();
+    let rendered = transcript.render(replay::Format::Json).len();
+    let render_s = started.elapsed().as_secs_f64();
+
     let n = recording.events.len() as f64;
     let floor_per_s = n / floor_s;
     // What `eddy replay` does with a file: read it, then replay it.
@@ -75,6 +80,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "replay_only_per_s": replay_only.round(),
             "floor_per_s": floor_per_s.round(),
             "ratio": ((events_per_s / floor_per_s) * 1000.0).round() / 1000.0,
+            "render_json_per_s": (n / render_s).round(),
+            "transcript_mb": (rendered as f64 / 1048576.0 * 10.0).round() / 10.0,
             "rss_mb": (rss * 10.0).round() / 10.0,
         });
         println!("{out}");
@@ -90,6 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             events_per_s / floor_per_s
         );
         println!("  eddy  (replay alone)               {replay_only:>10.0} events/s");
+        println!(
+            "  transcript as JSON                 {:>10.0} events/s   ({:.1} MiB)",
+            n / render_s,
+            rendered as f64 / 1048576.0
+        );
         println!("  peak RSS {rss:.1} MiB (recording, transcript and all state in memory)");
     }
     Ok(ExitCode::SUCCESS)

@@ -380,10 +380,13 @@ impl<'a> Run<'a> {
 
     fn finish(mut self) -> Transcript {
         let mut end = End { aggregates: std::mem::take(&mut self.aggregates), ..End::default() };
-        for mut reactor in std::mem::take(&mut self.reactors) {
-            let into = if reactor.log.is_some() { &mut end.sagas } else { &mut end.reactors };
-            reactor.entries.extend(reactor.instances.into_iter().map(|(id, inst)| (id, inst.to_entry())));
-            into.insert(reactor.logic.name().to_string(), reactor.entries);
+        for reactor in std::mem::take(&mut self.reactors) {
+            let name = reactor.logic.name().to_string();
+            if reactor.saga.is_some() {
+                end.sagas.insert(name, reactor.instances.into_iter().collect());
+            } else {
+                end.reactors.insert(name, reactor.entries);
+            }
         }
         for (def, changes) in std::mem::take(&mut self.views) {
             let docs = changes.into_iter().filter_map(|(k, doc)| doc.map(|d| (k, d))).collect();

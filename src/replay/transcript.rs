@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use eddy_engine::host::reactor::Action;
+use eddy_reactors::saga::state::Instance;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
@@ -135,7 +136,7 @@ pub struct End {
     /// Rule reactor -> key -> entry.
     pub reactors: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
     /// Saga -> instance id -> instance.
-    pub sagas: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
+    pub sagas: BTreeMap<String, BTreeMap<String, Instance>>,
     /// Saga timers armed and not fired when the recording ends: timer subject -> when it fires.
     pub timers: BTreeMap<String, String>,
     /// View -> key -> document.

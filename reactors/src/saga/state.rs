@@ -62,40 +62,41 @@ pub struct Rejected {
     pub effect: String,
 }
 
-/// One transition in an instance's history.
+/// One transition in an instance's history. Fields in alphabetical order, like [`Instance`]'s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
-    /// The sequence of its `SagaStarted`/`StateEntered` event.
-    pub seq: u64,
+    pub at: DateTime<Utc>,
     pub cause: u64,
-    pub trigger: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The sequence of its `SagaStarted`/`StateEntered` event.
+    pub seq: u64,
     pub to: String,
-    pub at: DateTime<Utc>,
+    pub trigger: String,
 }
 
-/// A saga instance: the sled entry under its id.
+/// A saga instance: the sled entry under its id. Fields are in alphabetical order of their names, because
+/// the replay's transcript, whose keys are sorted, serializes instances as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
-    pub id: String,
-    pub state: String,
     pub data: Map<String, Json>,
+    pub entered_at: DateTime<Utc>,
+    /// The sequence of the current state's `StateEntered` (or `SagaStarted`).
+    pub entry: u64,
     /// In a final state: done, kept for inspection.
     #[serde(rename = "final")]
     pub done: bool,
-    /// The sequence of the current state's `StateEntered` (or `SagaStarted`).
-    pub entry: u64,
-    /// Transitions so far; the `Eddy-Version` of the log's events.
-    pub version: u64,
+    pub history: Vec<Step>,
+    pub id: String,
     /// The last sequence of the instance's subject seen: what the next transition expects.
     pub last_seq: u64,
     pub started_at: DateTime<Utc>,
-    pub entered_at: DateTime<Utc>,
+    pub state: String,
     /// When the current state's timer fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer_at: Option<DateTime<Utc>>,
-    pub history: Vec<Step>,
+    /// Transitions so far; the `Eddy-Version` of the log's events.
+    pub version: u64,
 }
 
 impl Instance {
