@@ -43,13 +43,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = generate(args.events, args.accounts.max(2));
 
-    // The floor: reading the recording, with every line's envelope.
+    // The floor: reading the recording, with every line's envelope (which the replay then uses).
     let started = Instant::now();
     let recording = Recording::parse(&text)?;
     drop(text);
-    let readable = recording.events.iter().filter(|e| e.event().is_ok()).count();
+    let readable = recording.decoded().iter().filter(|e| e.is_ok()).count();
     let floor_s = started.elapsed().as_secs_f64();
-    anyhow::ensure!(readable == recording.events.len(), "the generated recording reads back");
+    anyhow::ensure!(readable == recording.events().len(), "the generated recording reads back");
 
     let started = Instant::now();
     let transcript = replay::replay(&settings, &recording);
@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rendered = transcript.render(replay::Format::Json).len();
     let render_s = started.elapsed().as_secs_f64();
 
-    let n = recording.events.len() as f64;
+    let n = recording.events().len() as f64;
     let floor_per_s = n / floor_s;
     // What `eddy replay` does with a file: read it, then replay it.
     let events_per_s = n / (floor_s + replay_s);
@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let actions = transcript.actions().count();
     if args.json {
         let out = json!({
-            "events": recording.events.len(),
+            "events": recording.events().len(),
             "events_per_s": events_per_s.round(),
             "replay_only_per_s": replay_only.round(),
             "floor_per_s": floor_per_s.round(),
@@ -88,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "bench replay: {} bank events, {} accounts, {sagas} transfer sagas, {actions} actions decided",
-            recording.events.len(),
+            recording.events().len(),
             args.accounts
         );
         println!("  floor (read + parse the recording) {floor_per_s:>10.0} events/s");

@@ -110,7 +110,10 @@ impl Recorded {
 /// A checked recording.
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
-    pub events: Vec<Recorded>,
+    events: Vec<Recorded>,
+    /// Each line's event, read once when the line is: the replay needs every one, and reading it is the
+    /// costly part of a line. An error says why the line is not an eddy event.
+    decoded: Vec<Result<StoredEvent, String>>,
     /// What the replay can go on after: gaps in the sequence (a filtered or partial recording).
     pub warnings: Vec<String>,
     /// Gaps in the sequence: messages outside the recorded subjects, or purged from the stream (a
@@ -179,6 +182,21 @@ impl Recording {
         Ok(recording)
     }
 
+    /// The lines, in stream order.
+    pub fn events(&self) -> &[Recorded] {
+        &self.events
+    }
+
+    /// The lines, to change and build a new recording from (a what-if in a test).
+    pub fn into_events(self) -> Vec<Recorded> {
+        self.events
+    }
+
+    /// Each line's eddy event, or why it is none; in the order of [`Self::events`].
+    pub fn decoded(&self) -> &[Result<StoredEvent, String>] {
+        &self.decoded
+    }
+
     fn push(&mut self, event: Recorded) -> Result<()> {
         if let Some(prev) = self.events.last() {
             if event.seq <= prev.seq {
@@ -203,6 +221,7 @@ impl Recording {
                 ));
             }
         }
+        self.decoded.push(event.event().map_err(|e| e.to_string()));
         self.events.push(event);
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! taken with its recorded sequence, so the actions it causes get the ids they had live; otherwise the
 //! replay makes it up with a sequence after the recording's last, and that instance stays made up.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -94,7 +95,7 @@ impl<'a> Run<'a> {
             transitions: HashMap::new(),
             own_command_ids: HashSet::new(),
             made_up: HashSet::new(),
-            next_seq: recording.events.last().map_or(1, |e| e.seq + 1),
+            next_seq: recording.events().last().map_or(1, |e| e.seq + 1),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
             decisions: Vec::new(),
@@ -107,7 +108,7 @@ impl<'a> Run<'a> {
 
     /// Finds what reactors wrote live, to recognize it when the replay decides it again.
     fn index(&mut self) {
-        for (i, rec) in self.recording.events.iter().enumerate() {
+        for (i, rec) in self.recording.events().iter().enumerate() {
             let Some(rest) = rec.subject.strip_prefix("events.") else { continue };
             let aggregate = rest.split('.').next().unwrap_or_default();
             if !self.owned(aggregate) {
@@ -133,11 +134,11 @@ impl<'a> Run<'a> {
 
     pub(super) fn run(mut self) -> Transcript {
         let recording = self.recording;
-        for rec in &recording.events {
+        for (rec, event) in recording.events().iter().zip(recording.decoded()) {
             self.fire_timers(rec.time);
             self.now = rec.time;
-            match rec.event() {
-                Ok(event) => self.take(&event, Some(rec)),
+            match event {
+                Ok(event) => self.take(event, Some(rec)),
                 Err(e) => self.warn(Some(rec.line), format!("not an eddy event ({e}); skipped")),
             }
         }
@@ -262,7 +263,7 @@ impl<'a> Run<'a> {
             return false;
         }
         let cause = event.data.get("cause").and_then(Json::as_u64);
-        cause.is_some_and(|c| self.recording.events.binary_search_by_key(&c, |e| e.seq).is_ok())
+        cause.is_some_and(|c| self.recording.events().binary_search_by_key(&c, |e| e.seq).is_ok())
     }
 
     /// One reactor's decision on `event`, with the transition it stores and what that causes.
@@ -358,24 +359,24 @@ impl<'a> Run<'a> {
 
     /// The event a reactor's append becomes: the recording's, when it holds this very decision, or one made
     /// up at the virtual clock. `true`: recorded.
-    fn store(&mut self, append: &Append) -> (StoredEvent, bool) {
+    fn store(&mut self, append: &Append) -> (Cow<'a, StoredEvent>, bool) {
         let subject = subject(&append.aggregate, &append.key);
         if !self.made_up.contains(&subject) {
-            let events = &self.recording.events;
+            let recording = self.recording;
             let recorded = self
                 .transitions
                 .get(&append.msg_id)
-                .and_then(|found| found.iter().find(|&&i| events[i].subject == subject))
-                .and_then(|&i| events[i].event().ok())
+                .and_then(|found| found.iter().find(|&&i| recording.events()[i].subject == subject))
+                .and_then(|&i| recording.decoded()[i].as_ref().ok())
                 .filter(|e| e.event_type == append.event_type && e.data == append.data);
             if let Some(event) = recorded {
-                return (event, true);
+                return (Cow::Borrowed(event), true);
             }
             // From here on this instance's log differs from the recording's.
             self.made_up.insert(subject);
         }
         let seq = self.made_up_seq();
-        (append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key), false)
+        (Cow::Owned(append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key)), false)
     }
 
     fn finish(mut self) -> Transcript {
@@ -395,7 +396,7 @@ impl<'a> Run<'a> {
         while let Some(timer) = self.timers.next_due(DateTime::<Utc>::MAX_UTC) {
             end.timers.insert(timer.subject, format_time(timer.at));
         }
-        let events = &self.recording.events;
+        let events = self.recording.events();
         Transcript {
             end,
             warnings: self.warnings,

@@ -116,6 +116,11 @@ impl Saga {
         format!("{}:{id}", self.name)
     }
 
+    /// The instance a correlation id names, when it is one of this saga's.
+    pub(super) fn correlated<'c>(&self, correlation_id: &'c str) -> Option<&'c str> {
+        correlation_id.strip_prefix(self.name.as_str())?.strip_prefix(':')
+    }
+
     /// An event of an instance's own log.
     fn on_log(&self, event: &StoredEvent, instances: &dyn Instances, ahead: bool) -> Result<Decided, String> {
         if matches!(event.event_type.as_str(), STARTED | ENTERED) {
@@ -244,7 +249,7 @@ impl Saga {
                 return Ok(Decided::appending(Some(found), None));
             }
         }
-        let id = match event.correlation_id.strip_prefix(&self.correlation("")) {
+        let id = match self.correlated(&event.correlation_id) {
             Some(id) => id.to_string(),
             None => match self.correlate.find(&event.aggregate, &event.event_type) {
                 Some(expr) => scope.eval_string(expr).map_err(|e| format!("correlate: {e}"))?,

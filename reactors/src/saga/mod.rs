@@ -108,7 +108,7 @@ impl Logic for Saga {
     }
 
     fn on_rejected(&self, pending: &Pending, failure: &Failure) -> Option<Append> {
-        let id = pending.correlation_id.strip_prefix(&self.correlation(""))?;
+        let id = self.correlated(&pending.correlation_id)?;
         let Action::Command { aggregate, command, .. } = &pending.action else { return None };
         let rejected = Rejected {
             entry: pending.seq,
