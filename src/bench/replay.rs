@@ -62,7 +62,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Writing the transcript is not part of the replay, but `eddy replay` does it: measured on its own.
     let started = Instant::now();
-    let rendered = transcript.render(replay::Format::Json).len();
+    let mut rendered = Counted(0);
+    transcript.write(replay::Format::Json, &mut rendered)?;
+    let rendered = rendered.0;
     let render_s = started.elapsed().as_secs_f64();
 
     let n = recording.events().len() as f64;
@@ -171,5 +173,19 @@ impl Gen {
             "data": data,
         });
         self.lines.push(line.to_string());
+    }
+}
+
+/// A writer that only counts bytes: the transcript's rendering measured without holding it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

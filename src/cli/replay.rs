@@ -41,7 +41,7 @@ pub fn replay(config: &Path, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {warning}");
     }
     let file = args.check.as_deref().or(args.update.as_deref()).or(args.out.as_deref());
-    let text = transcript.render(format_of(args.format, file));
+    let format = format_of(args.format, file);
     eprintln!(
         "replayed {} events: {} caused something, {} timers fired in the replay, {} warnings",
         transcript.recording.events,
@@ -50,6 +50,7 @@ pub fn replay(config: &Path, args: ReplayArgs) -> anyhow::Result<ExitCode> {
         transcript.warnings.len()
     );
     if let Some(path) = &args.check {
+        let text = transcript.render(format);
         let stored = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok(match replay::diff(&stored, &text, &path.display().to_string()) {
             None => {
@@ -67,14 +68,16 @@ pub fn replay(config: &Path, args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    if let Some(path) = &args.update {
-        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    match &args.out {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
-        None => print!("{text}"),
+    match args.update.as_deref().or(args.out.as_deref()) {
+        Some(path) => {
+            let writing = || format!("writing {}", path.display());
+            let file = std::fs::File::create(path).with_context(writing)?;
+            transcript.write(format, file).with_context(writing)?;
+            if args.update.is_some() {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        None => transcript.write(format, std::io::stdout().lock()).context("writing the transcript")?,
     }
     Ok(ExitCode::SUCCESS)
 }

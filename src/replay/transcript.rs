@@ -3,6 +3,7 @@
 //! a random source.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use eddy_engine::host::reactor::Action;
 use eddy_reactors::saga::state::Instance;
@@ -167,14 +168,23 @@ pub enum Format {
 impl Transcript {
     /// The transcript as text; the same transcript always gives the same bytes.
     pub fn render(&self, format: Format) -> String {
+        let mut out = Vec::new();
+        self.write(format, &mut out).expect("a transcript serializes into memory");
+        String::from_utf8(out).expect("serializers write UTF-8")
+    }
+
+    /// Writes the transcript as it goes, so a long one is never held as text. Same bytes as
+    /// [`Self::render`].
+    pub fn write(&self, format: Format, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
         match format {
-            Format::Yaml => serde_yaml_ng::to_string(self).expect("a transcript serializes"),
+            Format::Yaml => serde_yaml_ng::to_writer(&mut out, self).map_err(std::io::Error::other)?,
             Format::Json => {
-                let mut text = serde_json::to_string_pretty(self).expect("a transcript serializes");
-                text.push('\n');
-                text
+                serde_json::to_writer_pretty(&mut out, self)?;
+                out.write_all(b"\n")?;
             }
         }
+        out.flush()
     }
 
     /// Every action, in order, as `(reactor, action)`.
