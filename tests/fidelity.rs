@@ -114,8 +114,8 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
     let mut live_commands = BTreeMap::new();
     let mut live_emits = BTreeMap::new();
     let mut live_transitions = 0;
-    for event in live.recording.decoded() {
-        let event = event.as_ref().unwrap();
+    for event in live.recording.events() {
+        let event = event.unwrap();
         match event.event_type.as_str() {
             "SagaStarted" | "StateEntered" => live_transitions += 1,
             "CommandRejected" => {
@@ -253,8 +253,7 @@ async fn financing_race_and_rejection_replay_as_they_ran() {
     })
     .await;
     let transcript = assert_faithful("financing", &live);
-    let ends: BTreeSet<_> =
-        transcript.end.sagas["financing"].values().map(|i| i.state.clone()).collect();
+    let ends: BTreeSet<_> = transcript.end.sagas["financing"].values().map(|i| i.state.clone()).collect();
     assert_eq!(ends, BTreeSet::from(["financed".to_string(), "rejected".to_string()]));
 }
 
@@ -271,7 +270,7 @@ fn record_cli(url: &str, args: &[&str]) -> (Recording, String) {
 }
 
 fn seqs(r: &Recording) -> Vec<u64> {
-    r.events().iter().map(|e| e.seq).collect()
+    r.lines().map(|e| e.seq).collect()
 }
 
 #[tokio::test]
@@ -291,7 +290,7 @@ async fn record_covers_exactly_the_range_asked_for() {
     .unwrap();
     assert_eq!(seqs(&all), (1..=10).collect::<Vec<_>>());
     assert!(stderr.contains("recorded 10 events (at seq 10 of 10)"), "{stderr}");
-    let first = &all.events()[0];
+    let first = &all.lines().next().unwrap();
     assert_eq!(first.subject, "events.account.a2");
     assert_eq!(first.header("Eddy-Event-Type"), Some("MoneyDeposited"));
     assert_eq!(first.data, json!({"amount": 1}));
@@ -318,9 +317,10 @@ async fn record_covers_exactly_the_range_asked_for() {
     let filtered = rec(range(Some(5), Some(8), &["events.account.a1"])).await;
     assert_eq!(seqs(&filtered), [6, 8]);
     assert!(filtered.warnings[0].contains("seq jumps from 6 to 8"), "{:?}", filtered.warnings);
-    assert!(rec(range(Some(11), None, &[])).await.events().is_empty(), "past the end: nothing, and it returns");
+    assert!(rec(range(Some(11), None, &[])).await.is_empty(), "past the end: nothing, and it returns");
 
-    let (since, until) = (all.events()[3].time, all.events()[6].time);
+    let lines: Vec<_> = all.lines().collect();
+    let (since, until) = (lines[3].time, lines[6].time);
     let by_time = eddy::record::Range { since: Some(since), until: Some(until), ..Default::default() };
     assert_eq!(seqs(&rec(by_time).await), [4, 5, 6, 7]);
     let nanos = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);

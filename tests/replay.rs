@@ -61,12 +61,12 @@ fn line(seq: u64, subject: &str, event_type: &str, version: u64, time: &str, dat
 /// clock passes the approval timer: the replay fires it and the saga refunds.
 #[test]
 fn a_timer_the_recording_does_not_hold_fires_when_the_clock_passes_it() {
-    let mut events = Recording::read(stream("bank")).unwrap().into_events();
+    let mut events = Recording::read(stream("bank")).unwrap().lines().collect::<Vec<_>>();
     let last = events.last().unwrap().clone();
     let later = last.time + chrono::Duration::minutes(2);
     let time = eddy_engine::envelope::format_time(later);
     events.push(line(last.seq + 1, "events.account.a2", "MoneyDeposited", 99, &time, json!({"amount": 1})));
-    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+    let transcript = replay::replay(&settings("bank"), &Recording::from_lines(events).unwrap());
 
     assert_eq!(transcript.recording.timers_fired, 1);
     let fired = transcript.decisions.iter().find(|d| d.made_up).expect("a made-up timer firing");
@@ -143,17 +143,17 @@ fn seq_out_of_order_is_an_error_and_a_gap_a_warning() {
 #[test]
 fn an_unknown_event_type_is_reported_and_skipped() {
     let recording = Recording::read(stream("bank")).unwrap();
-    let mut events = recording.events().to_vec();
+    let mut events: Vec<_> = recording.lines().collect();
     let at = events.iter().position(|e| e.header("Eddy-Event-Type") == Some("MoneyDeposited")).unwrap();
     events[at].headers.insert("Eddy-Event-Type".into(), eddy::replay::HeaderValue::One("MoneyPrinted".into()));
     let line = events[at].line;
     let account = events[at].subject.rsplit('.').next().unwrap().to_string();
-    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+    let transcript = replay::replay(&settings("bank"), &Recording::from_lines(events.clone()).unwrap());
     let expected = format!("line {line}: unknown event type account.MoneyPrinted");
     assert!(transcript.warnings.iter().any(|w| w.starts_with(&expected)), "{:?}", transcript.warnings);
     let clean = replay::replay(&settings("bank"), &recording);
     let balance = |t: &Transcript| t.end.aggregates["account"][&account]["balance"].as_i64().unwrap();
-    let amount = recording.events()[at].data["amount"].as_i64().unwrap();
+    let amount = events[at].data["amount"].as_i64().unwrap();
     assert_eq!(balance(&transcript), balance(&clean) - amount, "the deposit is not applied");
 }
 
@@ -183,9 +183,9 @@ fn malformed_lines_never_panic() {
             ..line(104, "events.account.a1", "X", 1, "2030-01-01T00:00:00Z", json!({}))
         },
     ];
-    let mut events = Recording::parse(&(lines.join("\n") + "\n")).unwrap().into_events();
+    let mut events = Recording::parse(&(lines.join("\n") + "\n")).unwrap().lines().collect::<Vec<_>>();
     events.extend(odd);
-    let transcript = replay::replay(&settings("bank"), &Recording::from_events(events).unwrap());
+    let transcript = replay::replay(&settings("bank"), &Recording::from_lines(events).unwrap());
     let n = lines.len();
     let has = |line: usize, text: &str| {
         let prefix = format!("line {line}: ");

@@ -47,9 +47,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let recording = Recording::parse(&text)?;
     drop(text);
-    let readable = recording.decoded().iter().filter(|e| e.is_ok()).count();
+    let readable = recording.events().filter(Result::is_ok).count();
     let floor_s = started.elapsed().as_secs_f64();
-    anyhow::ensure!(readable == recording.events().len(), "the generated recording reads back");
+    anyhow::ensure!(readable == recording.len(), "the generated recording reads back");
 
     let started = Instant::now();
     let transcript = replay::replay(&settings, &recording);
@@ -67,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rendered = rendered.0;
     let render_s = started.elapsed().as_secs_f64();
 
-    let n = recording.events().len() as f64;
+    let n = recording.len() as f64;
     let floor_per_s = n / floor_s;
     // What `eddy replay` does with a file: read it, then replay it.
     let events_per_s = n / (floor_s + replay_s);
@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let actions = transcript.actions().count();
     if args.json {
         let out = json!({
-            "events": recording.events().len(),
+            "events": recording.len(),
             "events_per_s": events_per_s.round(),
             "replay_only_per_s": replay_only.round(),
             "floor_per_s": floor_per_s.round(),
@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "bench replay: {} bank events, {} accounts, {sagas} transfer sagas, {actions} actions decided",
-            recording.events().len(),
+            recording.len(),
             args.accounts
         );
         println!("  floor (read + parse the recording) {floor_per_s:>10.0} events/s");

@@ -19,7 +19,7 @@ use eddy_reactors::saga::state::{self as saga_state, Instance};
 use eddy_reactors::saga::{log_aggregate, Decided, Saga};
 use serde_json::{Map, Value as Json};
 
-use super::recording::{Recorded, Recording};
+use super::recording::{Line, Recording};
 use super::timers::{firing_time, Timer, Timers};
 use super::transcript::{action_json, Decision, End, Reaction, Reactions, Summary, Transcript, Transition};
 use crate::app::Settings;
@@ -95,7 +95,7 @@ impl<'a> Run<'a> {
             transitions: HashMap::new(),
             own_command_ids: HashSet::new(),
             made_up: HashSet::new(),
-            next_seq: recording.events().last().map_or(1, |e| e.seq + 1),
+            next_seq: recording.kept().last().map_or(1, |e| e.seq + 1),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
             decisions: Vec::new(),
@@ -108,16 +108,15 @@ impl<'a> Run<'a> {
 
     /// Finds what reactors wrote live, to recognize it when the replay decides it again.
     fn index(&mut self) {
-        for (i, rec) in self.recording.events().iter().enumerate() {
-            let Some(rest) = rec.subject.strip_prefix("events.") else { continue };
-            let aggregate = rest.split('.').next().unwrap_or_default();
-            if !self.owned(aggregate) {
+        for (i, line) in self.recording.kept().iter().enumerate() {
+            let Ok(event) = line.event() else { continue };
+            if !self.owned(&event.aggregate) {
                 continue;
             }
-            if let Some(id) = rec.header(eddy_engine::envelope::headers::COMMAND_ID) {
-                self.own_command_ids.insert(id.to_string());
+            if !event.command_id.is_empty() {
+                self.own_command_ids.insert(event.command_id.clone());
             }
-            if let Some(msg_id) = rec.header(eddy_engine::envelope::headers::MSG_ID) {
+            if let Some(msg_id) = &line.msg_id {
                 self.transitions.entry(msg_id.to_string()).or_default().push(i);
             }
         }
@@ -134,12 +133,12 @@ impl<'a> Run<'a> {
 
     pub(super) fn run(mut self) -> Transcript {
         let recording = self.recording;
-        for (rec, event) in recording.events().iter().zip(recording.decoded()) {
-            self.fire_timers(rec.time);
-            self.now = rec.time;
-            match event {
-                Ok(event) => self.take(event, Some(rec)),
-                Err(e) => self.warn(Some(rec.line), format!("not an eddy event ({e}); skipped")),
+        for line in recording.kept() {
+            self.fire_timers(line.time);
+            self.now = line.time;
+            match line.event() {
+                Ok(event) => self.take(event, Some(line)),
+                Err(e) => self.warn(Some(line.line), format!("not an eddy event ({e}); skipped")),
             }
         }
         self.finish()
@@ -185,7 +184,7 @@ impl<'a> Run<'a> {
     }
 
     /// Replays one event: `rec` is its line, `None` when the replay made it up.
-    fn take(&mut self, event: &StoredEvent, rec: Option<&Recorded>) {
+    fn take(&mut self, event: &StoredEvent, rec: Option<&Line>) {
         let line = rec.map(|r| r.line);
         if !self.fold_aggregate(event, line) {
             return;
@@ -263,7 +262,7 @@ impl<'a> Run<'a> {
             return false;
         }
         let cause = event.data.get("cause").and_then(Json::as_u64);
-        cause.is_some_and(|c| self.recording.events().binary_search_by_key(&c, |e| e.seq).is_ok())
+        cause.is_some_and(|c| self.recording.kept().binary_search_by_key(&c, |e| e.seq).is_ok())
     }
 
     /// One reactor's decision on `event`, with the transition it stores and what that causes.
@@ -362,12 +361,14 @@ impl<'a> Run<'a> {
     fn store(&mut self, append: &Append) -> (Cow<'a, StoredEvent>, bool) {
         let subject = subject(&append.aggregate, &append.key);
         if !self.made_up.contains(&subject) {
-            let recording = self.recording;
+            let lines = self.recording.kept();
             let recorded = self
                 .transitions
                 .get(&append.msg_id)
-                .and_then(|found| found.iter().find(|&&i| recording.events()[i].subject == subject))
-                .and_then(|&i| recording.decoded()[i].as_ref().ok())
+                .into_iter()
+                .flatten()
+                .filter_map(|&i| lines[i].event().ok())
+                .find(|e| e.aggregate == append.aggregate && e.id == append.key)
                 .filter(|e| e.event_type == append.event_type && e.data == append.data);
             if let Some(event) = recorded {
                 return (Cow::Borrowed(event), true);
@@ -396,7 +397,7 @@ impl<'a> Run<'a> {
         while let Some(timer) = self.timers.next_due(DateTime::<Utc>::MAX_UTC) {
             end.timers.insert(timer.subject, format_time(timer.at));
         }
-        let events = self.recording.events();
+        let events = self.recording.kept();
         Transcript {
             end,
             warnings: self.warnings,
