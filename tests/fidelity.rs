@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_nats::Client;
 use common::*;
 use eddy::replay::{self, Recording, Transcript};
+use eddy_engine::host::reactor::Action;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -137,17 +138,17 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
     let mut commands = BTreeMap::new();
     let mut emits = BTreeMap::new();
     let mut publishes = BTreeSet::new();
-    for (_, action) in transcript.actions() {
-        let id = action["id"].as_str().unwrap().to_string();
-        match action["kind"].as_str().unwrap() {
-            "command" => {
-                commands.insert(id, action["aggregate"].as_str().unwrap().to_string());
+    for (_, acted) in transcript.actions() {
+        let id = acted.id.clone();
+        match &acted.action {
+            Action::Command { aggregate, .. } => {
+                commands.insert(id, aggregate.clone());
             }
-            "emit" => {
-                emits.insert(id, action["data"].to_string());
+            Action::Emit { data, .. } => {
+                emits.insert(id, data.to_string());
             }
-            "publish" => {
-                publishes.insert((id, action["subject"].as_str().unwrap().to_string(), action["data"].to_string()));
+            Action::Publish { subject, data } => {
+                publishes.insert((id, subject.clone(), data.to_string()));
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use common::root;
 use eddy::replay::{self, Format, Recorded, Recording, Transcript};
+use eddy_engine::host::reactor::Action;
 use serde_json::{json, Value};
 
 fn settings(domain: &str) -> eddy::Settings {
@@ -74,8 +75,11 @@ fn a_timer_the_recording_does_not_hold_fires_when_the_clock_passes_it() {
     assert!(fired.seq > last.seq, "made-up events get sequences after the recording's");
     let saga = &fired.reactors["transfer"];
     assert_eq!((saga.transitions[0].to.as_str(), saga.transitions[0].recorded), ("refund", false));
-    let refund = saga.actions.iter().find(|a| a["kind"] == "command").unwrap();
-    assert_eq!(refund["data"], json!({"id": "a1", "amount": 1500}));
+    let refund = saga.actions.iter().find_map(|a| match &a.action {
+        Action::Command { data, .. } => Some(data),
+        _ => None,
+    });
+    assert_eq!(refund, Some(&json!({"id": "a1", "amount": 1500})));
     let t5 = &transcript.end.sagas["transfer"]["t5"];
     assert_eq!(t5.state, "refund");
     assert_eq!(t5.data["reason"], "approval timed out");

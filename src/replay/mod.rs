@@ -14,7 +14,7 @@ mod timers;
 mod transcript;
 
 pub use recording::{Error, HeaderValue, Recorded, Recording, Result};
-pub use transcript::{diff, Decision, End, Format, Reaction, Reactions, Summary, Transcript, Transition};
+pub use transcript::{diff, Acted, Decision, End, Format, Reaction, Reactions, Summary, Transcript, Transition};
 
 use crate::app::Settings;
 

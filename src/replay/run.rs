@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json};
 
 use super::recording::{Line, Recording};
 use super::timers::{firing_time, Timer, Timers};
-use super::transcript::{action_json, Decision, End, Reaction, Reactions, Summary, Transcript, Transition};
+use super::transcript::{Acted, Decision, End, Reaction, Reactions, Summary, Transcript, Transition};
 use crate::app::Settings;
 
 type Docs = BTreeMap<String, Map<String, Json>>;
@@ -54,10 +54,11 @@ pub(super) struct Run<'a> {
     views: Vec<(&'a ViewDef, Changes)>,
     reactors: Vec<Reactor<'a>>,
     timers: Timers,
-    /// Recorded events of reactors' own subjects by message id, then subject: what the live reactors stored.
-    transitions: HashMap<String, Vec<usize>>,
+    /// Recorded events of reactors' own subjects by message id, aggregate and id: what the live reactors
+    /// stored.
+    transitions: HashMap<(&'a str, &'a str, &'a str), &'a StoredEvent>,
     /// Command ids of recorded events on reactors' own subjects: timer firings carry their schedule's id.
-    own_command_ids: HashSet<String>,
+    own_command_ids: HashSet<&'a str>,
     /// Instance logs the replay has had to make a transition up for.
     made_up: HashSet<String>,
     next_seq: u64,
@@ -108,16 +109,18 @@ impl<'a> Run<'a> {
 
     /// Finds what reactors wrote live, to recognize it when the replay decides it again.
     fn index(&mut self) {
-        for (i, line) in self.recording.kept().iter().enumerate() {
+        let recording = self.recording;
+        for line in recording.kept() {
             let Ok(event) = line.event() else { continue };
             if !self.owned(&event.aggregate) {
                 continue;
             }
             if !event.command_id.is_empty() {
-                self.own_command_ids.insert(event.command_id.clone());
+                self.own_command_ids.insert(&event.command_id);
             }
             if let Some(msg_id) = &line.msg_id {
-                self.transitions.entry(msg_id.to_string()).or_default().push(i);
+                // The first: within its duplicate window the stream stores a message id once.
+                self.transitions.entry((msg_id, &event.aggregate, &event.id)).or_insert(event);
             }
         }
     }
@@ -157,7 +160,7 @@ impl<'a> Run<'a> {
     fn fire_timers(&mut self, until: DateTime<Utc>) {
         while let Some(timer) = self.timers.next_due(until) {
             // The recording holds this firing: it is replayed in its turn.
-            if self.own_command_ids.contains(&timer.effect_id) {
+            if self.own_command_ids.contains(timer.effect_id.as_str()) {
                 continue;
             }
             self.now = timer.fires;
@@ -352,7 +355,7 @@ impl<'a> Run<'a> {
                 Action::Cancel { subject } => self.timers.cancel(subject),
                 _ => {}
             }
-            reaction.actions.push(action_json(&id, &action));
+            reaction.actions.push(Acted { id, action });
         }
     }
 
@@ -361,14 +364,10 @@ impl<'a> Run<'a> {
     fn store(&mut self, append: &Append) -> (Cow<'a, StoredEvent>, bool) {
         let subject = subject(&append.aggregate, &append.key);
         if !self.made_up.contains(&subject) {
-            let lines = self.recording.kept();
             let recorded = self
                 .transitions
-                .get(&append.msg_id)
-                .into_iter()
-                .flatten()
-                .filter_map(|&i| lines[i].event().ok())
-                .find(|e| e.aggregate == append.aggregate && e.id == append.key)
+                .get(&(append.msg_id.as_str(), append.aggregate.as_str(), append.key.as_str()))
+                .copied()
                 .filter(|e| e.event_type == append.event_type && e.data == append.data);
             if let Some(event) = recorded {
                 return (Cow::Borrowed(event), true);

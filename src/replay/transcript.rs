@@ -90,7 +90,7 @@ impl Serialize for Reactions {
 pub struct Reaction {
     /// The actions it takes, with the ids the live host gives them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<Json>,
+    pub actions: Vec<Acted>,
     /// Deciding failed: the live host would retry and then follow the reactor's `on_error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -105,14 +105,25 @@ impl Reaction {
     }
 }
 
-/// An action as the transcript shows it: its id, then the action's own fields.
-pub fn action_json(id: &str, action: &Action) -> Json {
-    let mut map = match serde_json::to_value(action) {
-        Ok(Json::Object(map)) => map,
-        _ => Map::new(),
-    };
-    map.insert("id".into(), Json::String(id.to_string()));
-    Json::Object(map)
+/// An action and its id. Kept typed until the transcript is written: a long replay lists hundreds of
+/// thousands of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acted {
+    pub id: String,
+    pub action: Action,
+}
+
+/// As the transcript shows it: the action's fields and its id, in key order.
+impl Serialize for Acted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = match serde_json::to_value(&self.action) {
+            Ok(Json::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(e) => return Err(serde::ser::Error::custom(e)),
+        };
+        map.insert("id".into(), Json::String(self.id.clone()));
+        map.serialize(serializer)
+    }
 }
 
 /// A saga transition.
@@ -188,7 +199,7 @@ impl Transcript {
     }
 
     /// Every action, in order, as `(reactor, action)`.
-    pub fn actions(&self) -> impl Iterator<Item = (&str, &Json)> {
+    pub fn actions(&self) -> impl Iterator<Item = (&str, &Acted)> {
         self.decisions
             .iter()
             .flat_map(|d| d.reactors.iter().flat_map(|(name, r)| r.actions.iter().map(move |a| (name, a))))
