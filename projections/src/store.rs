@@ -27,8 +27,9 @@ pub struct ViewStore {
     db: sled::Db,
 }
 
-/// Documents changed by a batch: `None` deletes.
-pub type Changes = std::collections::BTreeMap<String, Option<Map<String, Json>>>;
+/// Documents changed by a batch: `None` deletes. Hashed: a batch commits in one sled batch, so order does
+/// not matter, and an offline replay keeps every view's documents here.
+pub type Changes = std::collections::HashMap<String, Option<Map<String, Json>>>;
 
 impl ViewStore {
     pub fn open(dir: &Path) -> Result<Self> {

@@ -50,7 +50,8 @@ impl Entries for Memory<'_> {
 pub(super) struct Run<'a> {
     settings: &'a Settings,
     recording: &'a Recording,
-    aggregates: BTreeMap<String, Docs>,
+    /// Aggregate -> id -> state; hashed while replaying, sorted in the transcript.
+    aggregates: HashMap<String, HashMap<String, Map<String, Json>>>,
     views: Vec<(&'a ViewDef, Changes)>,
     reactors: Vec<Reactor<'a>>,
     timers: Timers,
@@ -89,7 +90,7 @@ impl<'a> Run<'a> {
         let mut run = Run {
             settings,
             recording,
-            aggregates: BTreeMap::new(),
+            aggregates: HashMap::new(),
             views: settings.views.values().map(|def| (def, Changes::new())).collect(),
             reactors,
             timers: Timers::default(),
@@ -99,7 +100,8 @@ impl<'a> Run<'a> {
             next_seq: recording.kept().last().map_or(1, |e| e.seq + 1),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
-            decisions: Vec::new(),
+            // Most events of a long recording cause something; the untouched rest costs no memory.
+            decisions: Vec::with_capacity(recording.len()),
             warnings: recording.warnings.clone(),
             timers_fired: 0,
         };
@@ -245,12 +247,15 @@ impl<'a> Run<'a> {
             );
             return false;
         }
-        let state = self
-            .aggregates
-            .entry(event.aggregate.clone())
-            .or_default()
-            .entry(event.id.clone())
-            .or_insert_with(|| aggregate.initial.clone());
+        // Looked up before inserting: most events are of an aggregate and id already seen.
+        let states = match self.aggregates.get_mut(&event.aggregate) {
+            Some(states) => states,
+            None => self.aggregates.entry(event.aggregate.clone()).or_default(),
+        };
+        let state = match states.get_mut(&event.id) {
+            Some(state) => state,
+            None => states.entry(event.id.clone()).or_insert_with(|| aggregate.initial.clone()),
+        };
         if let Err(e) = aggregate.apply_stored(state, event) {
             self.warn(line, format!("aggregate {}: apply {}: {e}", event.aggregate, event.event_type));
         }
@@ -380,7 +385,10 @@ impl<'a> Run<'a> {
     }
 
     fn finish(mut self) -> Transcript {
-        let mut end = End { aggregates: std::mem::take(&mut self.aggregates), ..End::default() };
+        let mut end = End::default();
+        for (name, states) in std::mem::take(&mut self.aggregates) {
+            end.aggregates.insert(name, states.into_iter().collect());
+        }
         for reactor in std::mem::take(&mut self.reactors) {
             let name = reactor.logic.name().to_string();
             if reactor.saga.is_some() {
