@@ -314,15 +314,14 @@ impl<'a> Run<'a> {
         let (stored, recorded) = self.store(&append);
         reaction.transitions.push(transition(&stored, recorded));
         // The stored transition's data is `entered` as JSON (the recorded one is compared equal), so it is
-        // folded as it is instead of being read back.
-        match saga.apply_entered(&stored, &self.reactors[i].instances, entered) {
-            Ok(Decided { mut outcome, instance, .. }) => {
-                self.keep(i, instance);
-                outcome.append = None;
-                self.accept(i, &stored, outcome, &mut reaction);
-            }
-            Err(e) => reaction.error = Some(e),
+        // folded as it is instead of being read back, into the instance taken out of the map.
+        let instances = &mut self.reactors[i].instances;
+        if instances.get(&stored.id).is_some_and(|inst| inst.has_folded(stored.seq)) {
+            return reaction;
         }
+        let Decided { outcome, instance, .. } = saga.fold(&stored, instances.remove(&stored.id), entered);
+        self.keep(i, instance);
+        self.accept(i, &stored, outcome, &mut reaction);
         reaction
     }
 

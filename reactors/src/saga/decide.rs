@@ -105,7 +105,7 @@ impl Saga {
         entered: Entered,
     ) -> Result<Decided, String> {
         let inst = instances.instance(&event.id)?;
-        if inst.as_ref().is_some_and(|i| event.seq <= i.entry) {
+        if inst.as_ref().is_some_and(|i| i.has_folded(event.seq)) {
             return Ok(Decided::default());
         }
         Ok(self.fold(event, inst.map(Cow::into_owned), entered))
@@ -172,8 +172,9 @@ impl Saga {
         }
     }
 
-    /// Applies a stored transition: the new state, and what entering it does.
-    fn fold(&self, event: &StoredEvent, prev: Option<Instance>, entered: Entered) -> Decided {
+    /// Applies a stored transition to the instance it moves (`prev`; see [`Instance::has_folded`]): the new
+    /// state, and what entering it does. For a caller that owns its instances, with no copy of the history.
+    pub fn fold(&self, event: &StoredEvent, prev: Option<Instance>, entered: Entered) -> Decided {
         let id = &event.id;
         let mut actions = Vec::new();
         // Each entry's timer has its own subject, so cancelling the old one never touches the new one,

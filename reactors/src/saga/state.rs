@@ -111,6 +111,11 @@ impl Instance {
         }
     }
 
+    /// Whether the transition stored at `seq` is already part of this instance.
+    pub fn has_folded(&self, seq: u64) -> bool {
+        seq <= self.entry
+    }
+
     /// Whether the event at `cause` already moved this instance.
     pub fn moved_by(&self, cause: u64) -> bool {
         self.history.iter().rev().any(|s| s.cause == cause)
