@@ -16,7 +16,7 @@ use eddy_engine::envelope::{format_time, subject, StoredEvent};
 use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
 use eddy_reactors::saga::state::{self as saga_state, Instance};
-use eddy_reactors::saga::{log_aggregate, Decided, Saga};
+use eddy_reactors::saga::{Decided, Saga};
 use serde_json::{Map, Value as Json};
 
 use super::recording::{Line, Recording};
@@ -30,8 +30,6 @@ type Docs = BTreeMap<String, Map<String, Json>>;
 struct Reactor<'a> {
     logic: Arc<dyn Logic>,
     entries: Docs,
-    /// A saga's log aggregate (`saga-<name>`): the subject part it writes itself.
-    log: Option<String>,
     /// A saga, decided through its typed API: its instances stay typed between steps instead of going
     /// through JSON entries as sled needs them.
     saga: Option<&'a Saga>,
@@ -79,7 +77,6 @@ impl<'a> Run<'a> {
             .map(|logic| {
                 let any: &dyn std::any::Any = &**logic;
                 Reactor {
-                    log: (logic.kind() == "saga").then(|| log_aggregate(logic.name())),
                     logic: logic.clone(),
                     entries: Docs::new(),
                     saga: any.downcast_ref::<Saga>(),
@@ -130,8 +127,8 @@ impl<'a> Run<'a> {
     /// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log; a saga
     /// may share its name with the aggregate it drives).
     fn owned(&self, aggregate: &str) -> bool {
-        self.reactors.iter().any(|r| match &r.log {
-            Some(log) => log == aggregate,
+        self.reactors.iter().any(|r| match r.saga {
+            Some(saga) => saga.log == aggregate,
             None => r.logic.name() == aggregate,
         })
     }
@@ -266,7 +263,7 @@ impl<'a> Run<'a> {
     /// itself, so the recorded transition is the live decision, not an input.
     fn decided_in_replay(&self, i: usize, event: &StoredEvent) -> bool {
         let is_transition = matches!(event.event_type.as_str(), saga_state::STARTED | saga_state::ENTERED);
-        if !is_transition || self.reactors[i].log.as_deref() != Some(event.aggregate.as_str()) {
+        if !is_transition || self.reactors[i].saga.map(|s| s.log.as_str()) != Some(event.aggregate.as_str()) {
             return false;
         }
         let cause = event.data.get("cause").and_then(Json::as_u64);
@@ -314,13 +311,8 @@ impl<'a> Run<'a> {
         let (stored, recorded) = self.store(&append);
         reaction.transitions.push(transition(&stored, recorded));
         // The stored transition's data is `entered` as JSON (the recorded one is compared equal), so it is
-        // folded as it is instead of being read back, into the instance taken out of the map.
-        let instances = &mut self.reactors[i].instances;
-        if instances.get(&stored.id).is_some_and(|inst| inst.has_folded(stored.seq)) {
-            return reaction;
-        }
-        let Decided { outcome, instance, .. } = saga.fold(&stored, instances.remove(&stored.id), entered);
-        self.keep(i, instance);
+        // folded as it is instead of being read back.
+        let outcome = saga.fold_into(&stored, &mut self.reactors[i].instances, entered);
         self.accept(i, &stored, outcome, &mut reaction);
         reaction
     }

@@ -98,7 +98,7 @@ impl Saga {
     }
 
     /// Applies a stored transition, already read: the new state, and what entering it does.
-    pub fn apply_entered(
+    fn apply_entered(
         &self,
         event: &StoredEvent,
         instances: &dyn Instances,
@@ -172,9 +172,27 @@ impl Saga {
         }
     }
 
-    /// Applies a stored transition to the instance it moves (`prev`; see [`Instance::has_folded`]): the new
-    /// state, and what entering it does. For a caller that owns its instances, with no copy of the history.
-    pub fn fold(&self, event: &StoredEvent, prev: Option<Instance>, entered: Entered) -> Decided {
+    /// [`Self::apply_entered`] for a caller that keeps its instances in a map and has just decided the
+    /// transition (an offline replay): the instance is taken out and put back, its history moved, not copied.
+    pub fn fold_into(
+        &self,
+        event: &StoredEvent,
+        instances: &mut HashMap<String, Instance>,
+        entered: Entered,
+    ) -> Outcome {
+        if instances.get(&event.id).is_some_and(|i| i.has_folded(event.seq)) {
+            return Outcome::default();
+        }
+        let Decided { outcome, instance, .. } = self.fold(event, instances.remove(&event.id), entered);
+        if let Some(inst) = instance {
+            instances.insert(inst.id.clone(), inst);
+        }
+        outcome
+    }
+
+    /// Applies a stored transition to the instance it moves (`prev`): the new state, and what entering it
+    /// does.
+    fn fold(&self, event: &StoredEvent, prev: Option<Instance>, entered: Entered) -> Decided {
         let id = &event.id;
         let mut actions = Vec::new();
         // Each entry's timer has its own subject, so cancelling the old one never touches the new one,
