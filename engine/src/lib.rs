@@ -2,6 +2,7 @@
 //! service, the embedded nats-server, and the runtime that ties them together.
 
 pub mod aggregate;
+pub mod api;
 pub mod cel;
 pub mod command;
 pub mod config;

@@ -5,6 +5,7 @@ use std::hash::Hasher;
 
 use eddy_engine::cel::Expr;
 use eddy_engine::config::{from_value, is_token, ConfigErrors, Source};
+use eddy_engine::host::reactor::OnError;
 use eddy_engine::host::{Pattern, PatternMap};
 use figment::value::Value;
 use serde::Deserialize;
@@ -27,6 +28,10 @@ struct ViewToml {
     /// Per event pattern: a CEL map merged into the document, or `{ key, update }`.
     #[serde(default)]
     on: BTreeMap<String, Value>,
+    /// What happens to an event whose update fails: `stop` holds the view at it, `skip` logs it and goes
+    /// on, `park` (default) also lists it in `eddy views`. The document is left as it was in every case.
+    #[serde(default)]
+    on_error: OnError,
 }
 
 /// The long form of an `on` entry.
@@ -70,6 +75,8 @@ pub struct ViewDef {
     pub key: Option<Expr>,
     pub initial: Map<String, Json>,
     pub on: PatternMap<Handler>,
+    /// What happens to an event whose update fails.
+    pub on_error: OnError,
     /// Changes whenever the definition does: a stored copy built by another definition is rebuilt.
     pub fingerprint: String,
 }
@@ -149,7 +156,7 @@ pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, View
             let mut hasher = fnv::FnvHasher::default();
             hasher.write(serde_json::to_string(&raw).unwrap_or_default().as_bytes());
             let fingerprint = format!("{:016x}", hasher.finish());
-            views.insert(name.clone(), ViewDef { name, key: view_key, initial: toml.initial, on, fingerprint });
+            views.insert(name.clone(), ViewDef { name, key: view_key, initial: toml.initial, on, on_error: toml.on_error, fingerprint });
         }
     }
     views

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::service::{endpoint::Endpoint, Service};
 use eddy_engine::cel::{map_to_cel, Expr, Vars};
-use eddy_engine::command::{ErrorCode, Failure, Reply};
+use eddy_engine::api::{answer, ErrorCode, Failure, Reply};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -86,13 +86,13 @@ pub async fn serve_queries(mut endpoint: Endpoint, api_prefix: String, views: Ar
         };
         let (views, filters, prefix) = (views.clone(), filters.clone(), prefix.clone());
         tracker.spawn(async move {
-            let reply = match handle(&views, &filters, &prefix, &request.message).await {
-                Ok(reply) => reply,
-                Err(failure) => Reply::failure(failure),
+            let handler = async {
+                match handle(&views, &filters, &prefix, &request.message).await {
+                    Ok(reply) => reply,
+                    Err(failure) => Reply::failure(failure),
+                }
             };
-            if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
-                tracing::warn!(error = %e, "could not send a query reply");
-            }
+            answer(&request, handler).await;
         });
     }
     tracker.close();
@@ -101,7 +101,7 @@ pub async fn serve_queries(mut endpoint: Endpoint, api_prefix: String, views: Ar
 
 type FilterCache = Mutex<lru::LruCache<String, Expr>>;
 
-fn invalid(message: impl Into<String>) -> Failure {
+fn invalid(message: impl AsRef<str>) -> Failure {
     Failure::new(ErrorCode::Invalid, message)
 }
 
@@ -215,7 +215,8 @@ pub async fn serve_admin(endpoints: (Endpoint, Endpoint), views: Arc<Views>, shu
             r = list.next() => match r { Some(r) => (r, false), None => break },
             r = rebuild.next() => match r { Some(r) => (r, true), None => break },
         };
-        let reply = if is_rebuild {
+        let handler = async {
+            if is_rebuild {
             match serde_json::from_slice::<RebuildRequest>(&request.message.payload) {
                 Ok(req) => match views.rebuild(&req.name) {
                     Ok(()) => {
@@ -230,9 +231,8 @@ pub async fn serve_admin(endpoints: (Endpoint, Endpoint), views: Arc<Views>, shu
             }
         } else {
             Reply::ok_json(&serde_json::json!({"ok": true, "views": views.status().await}))
-        };
-        if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
-            tracing::warn!(error = %e, "could not send an admin reply");
         }
+        };
+        answer(&request, handler).await;
     }
 }

@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 const BOOKMARK: &[u8] = b"m/bookmark";
 const FINGERPRINT: &[u8] = b"m/fingerprint";
 const DOCS: &[u8] = b"d/";
+const PARKED: &[u8] = b"p/";
 
 /// Errors of the sled store.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct ViewStore {
     db: sled::Db,
+}
+
+/// An event whose update failed, kept in the copy (`on_error = "park"`) or held at (`"stop"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub seq: u64,
+    pub subject: String,
+    pub error: String,
 }
 
 /// Documents changed by a batch: `None` deletes. Hashed: a batch commits in one sled batch, so order does
@@ -58,9 +68,14 @@ impl ViewStore {
         }
     }
 
-    /// Commits `changes` and the new bookmark atomically.
-    pub fn commit(&self, changes: &Changes, bookmark: u64) -> Result<()> {
+    /// Commits `changes`, the events `parked` in the batch and the new bookmark atomically.
+    pub fn commit(&self, changes: &Changes, parked: &[Parked], bookmark: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
+        for p in parked {
+            let mut key = PARKED.to_vec();
+            key.extend_from_slice(&p.seq.to_be_bytes());
+            batch.insert(key, serde_json::to_vec(p).expect("serializes"));
+        }
         for (key, doc) in changes {
             match doc {
                 Some(doc) => batch.insert(doc_key(key), serde_json::to_vec(doc).expect("JSON serializes")),
@@ -99,6 +114,19 @@ impl ViewStore {
             }
         }
         Ok(())
+    }
+
+    /// The events parked in this copy, oldest first, at most `limit`, and how many there are.
+    pub fn parked(&self, limit: usize) -> (Vec<Parked>, usize) {
+        let mut listed = Vec::new();
+        let mut count = 0;
+        for (_, v) in self.db.scan_prefix(PARKED).flatten() {
+            count += 1;
+            if listed.len() < limit {
+                listed.extend(serde_json::from_slice(&v).ok());
+            }
+        }
+        (listed, count)
     }
 
     /// How many documents the copy holds.
@@ -140,7 +168,7 @@ mod tests {
         for k in ["a1", "a2", "b1", "a3"] {
             changes.insert(k.to_string(), doc(json!({"k": k})));
         }
-        store.commit(&changes, 7).unwrap();
+        store.commit(&changes, &[], 7).unwrap();
         assert_eq!(store.bookmark().unwrap(), 7);
         let mut seen = Vec::new();
         store
@@ -152,7 +180,7 @@ mod tests {
         assert_eq!(seen, ["a2", "a3"]);
         let mut changes = Changes::new();
         changes.insert("a2".into(), None);
-        store.commit(&changes, 8).unwrap();
+        store.commit(&changes, &[], 8).unwrap();
         assert_eq!(store.get("a2").unwrap(), None);
         assert_eq!(store.count(), 3);
     }

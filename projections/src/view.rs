@@ -13,12 +13,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::apply_batch;
+use crate::apply::{apply_batch, Folded};
 use crate::config::ViewDef;
-use crate::store::ViewStore;
+use crate::store::{Parked, ViewStore};
 
 /// Events folded per sled batch during catch-up.
 const BATCH: usize = 8192;
+
+/// Parked events listed in a view's status (all are counted).
+const PARKED_LISTED: usize = 10;
 
 /// One copy of a view and the worker that builds it.
 pub struct Generation {
@@ -28,6 +31,8 @@ pub struct Generation {
     dir: PathBuf,
     position: watch::Sender<u64>,
     failed: AtomicU64,
+    /// The event the worker stopped at (`on_error = "stop"`).
+    stopped: Mutex<Option<Parked>>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -53,6 +58,7 @@ impl Generation {
             dir,
             position,
             failed: AtomicU64::new(0),
+            stopped: Mutex::new(None),
             cancel: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -101,27 +107,29 @@ async fn build(generation: Arc<Generation>, events: EventStore) {
             _ = generation.cancel.cancelled() => break,
             batch = rx.recv() => match batch { Some(b) => b, None => break },
         };
-        if !fold(&generation, &batch).await {
+        let Some(folded) = fold(&generation, &batch).await else { break };
+        generation.failed.fetch_add(folded.failed, Ordering::Relaxed);
+        if let Some(stopped) = folded.stopped {
+            generation.position.send_replace(stopped.seq - 1);
+            tracing::error!(view = %generation.def.name, seq = stopped.seq, "the view stopped at a failing update (on_error = \"stop\"); fix the definition or rebuild it");
+            *generation.stopped.lock().expect("lock") = Some(stopped);
             break;
         }
         generation.position.send_replace(batch.last_seq);
     }
 }
 
-/// Folds one batch in, retrying a failing disk until it works or the copy is stopped.
-async fn fold(generation: &Generation, batch: &eddy_engine::host::Batch) -> bool {
+/// Folds one batch in, retrying a failing disk until it works or the copy is stopped (`None`).
+async fn fold(generation: &Generation, batch: &eddy_engine::host::Batch) -> Option<Folded> {
     let mut backoff = Duration::from_millis(100);
     loop {
         match apply_batch(&generation.def, &generation.store, &batch.events, batch.last_seq) {
-            Ok(failed) => {
-                generation.failed.fetch_add(failed, Ordering::Relaxed);
-                return true;
-            }
+            Ok(folded) => return Some(folded),
             Err(e) => {
                 // Nothing was committed, so the batch is simply tried again.
                 tracing::error!(view = %generation.def.name, seq = batch.last_seq, error = %e, "cannot store the view; retrying");
                 tokio::select! {
-                    _ = generation.cancel.cancelled() => return false,
+                    _ = generation.cancel.cancelled() => return None,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -139,7 +147,15 @@ pub struct ViewStatus {
     pub position: u64,
     pub lag: u64,
     pub documents: usize,
+    /// Updates that failed and were passed over (`skip`, `park`) since the engine started.
     pub failed_events: u64,
+    /// Events parked in the active copy (kept across restarts), and the oldest of them.
+    pub parked: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parked_events: Vec<Parked>,
+    /// The event the view is held at (`on_error = "stop"`; status `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Parked>,
 }
 
 /// A view with its generations.
@@ -300,7 +316,11 @@ impl View {
         }
         let lag =
             if caught_up { 0 } else { self.events.last_seq().await.unwrap_or(0).saturating_sub(active.position()) };
-        let status = if rebuilding {
+        let stopped_at = active.stopped.lock().expect("lock").clone();
+        let (parked_events, parked) = active.store.parked(PARKED_LISTED);
+        let status = if stopped_at.is_some() {
+            "failed"
+        } else if rebuilding {
             "rebuilding"
         } else if self.built_once.load(Ordering::Relaxed) {
             "live"
@@ -314,6 +334,9 @@ impl View {
             lag,
             documents: active.store.count(),
             failed_events: active.failed.load(Ordering::Relaxed),
+            parked,
+            parked_events,
+            stopped_at,
         }
     }
 

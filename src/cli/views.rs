@@ -52,17 +52,31 @@ pub async fn views(config: &Path, server: Option<String>, rebuild: Option<String
     if reply["ok"] != true {
         return Ok(finish(&reply));
     }
-    println!("{:<24} {:<11} {:>10} {:>8} {:>10} {:>7}", "VIEW", "STATUS", "POSITION", "LAG", "DOCUMENTS", "FAILED");
-    for v in reply["views"].as_array().into_iter().flatten() {
+    println!(
+        "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7} {:>7}",
+        "VIEW", "STATUS", "POSITION", "LAG", "DOCUMENTS", "FAILED", "PARKED"
+    );
+    let views = reply["views"].as_array().cloned().unwrap_or_default();
+    for v in &views {
         println!(
-            "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7}",
+            "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7} {:>7}",
             v["name"].as_str().unwrap_or(""),
             v["status"].as_str().unwrap_or(""),
             v["position"].as_u64().unwrap_or(0),
             v["lag"].as_u64().unwrap_or(0),
             v["documents"].as_u64().unwrap_or(0),
-            v["failed_events"].as_u64().unwrap_or(0)
+            v["failed_events"].as_u64().unwrap_or(0),
+            v["parked"].as_u64().unwrap_or(0)
         );
+    }
+    for v in &views {
+        let name = v["name"].as_str().unwrap_or("");
+        let failing = v["stopped_at"].as_object().map(|s| ("stopped at", s)).into_iter().chain(
+            v["parked_events"].as_array().into_iter().flatten().filter_map(|p| p.as_object()).map(|p| ("parked", p)),
+        );
+        for (what, p) in failing {
+            println!("{name}: {what} seq {} ({}): {}", p["seq"], p["subject"].as_str().unwrap_or(""), p["error"].as_str().unwrap_or(""));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,8 @@
 //! `Context::default()` builds the whole standard library (~33 us), so every evaluation borrows one root
 //! context built at first use and binds its variables in `new_inner_scope()`.
 
+pub mod budget;
+pub mod check;
 mod convert;
 mod fast;
 mod scope;
@@ -13,7 +15,24 @@ pub use convert::{fields_to_cel, from_cel, map_to_cel, to_cel};
 pub use scope::EventScope;
 use serde_json::Value as Json;
 
-static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(cel::Context::default);
+static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(|| {
+    let mut root = cel::Context::default();
+    // The stdlib's `matches` is left out (the crate's `regex` feature is off): eddy's compiles a pattern once.
+    root.add_function("matches", budget::matches).expect("`matches` is not declared without the regex feature");
+    let range: budget::Function = Box::new(budget::range);
+    root.add_function(check::RANGE_FN, range).expect("a name CEL source cannot spell");
+    root
+});
+
+/// The stack the parser runs on. It recurses per level of the source before the depth of the result can
+/// be checked (several hundred KiB per bracket in a debug build); `check::MAX_SOURCE_LEN` and
+/// [`MAX_NESTING`] bound the levels, and this makes room for them on any thread. Only touched pages are
+/// committed.
+const PARSER_STACK: usize = 256 * 1024 * 1024;
+
+/// Brackets, parentheses and braces the parser follows inside one another (its default, 96, needs more
+/// than 16 MiB of stack in a debug build).
+const MAX_NESTING: u16 = 32;
 
 /// Errors of compiling or evaluating an expression.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -24,9 +43,21 @@ pub enum Error {
     /// The expression names a variable that is not available where it is used.
     #[error("unknown variable `{name}` (available: {available})")]
     UnknownVariable { name: String, available: String },
+    /// The source is longer than eddy accepts.
+    #[error("the expression is {len} bytes long; the limit is {limit}")]
+    TooLong { len: usize, limit: usize },
+    /// The expression nests deeper than eddy evaluates safely.
+    #[error("the expression nests {depth} levels deep; the limit is {limit}")]
+    TooDeep { depth: usize, limit: usize },
+    /// A literal pattern given to `matches` is not a valid regex.
+    #[error("{0}")]
+    Regex(String),
     /// Evaluation failed at run time.
     #[error("`{source_text}`: {message}")]
     Runtime { source_text: String, message: String },
+    /// Evaluation ran more comprehension iterations than one evaluation may.
+    #[error("`{source_text}`: cost budget of {limit} iterations exhausted")]
+    Budget { source_text: String, limit: u64 },
     /// The expression evaluated to a value of the wrong type.
     #[error("`{source_text}`: expected {expected}, got {got}")]
     Type { source_text: String, expected: &'static str, got: String },
@@ -38,7 +69,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Expr {
     source: Arc<str>,
-    program: Arc<cel::Program>,
+    /// The parsed program, with its comprehensions metered (see `check::meter`).
+    program: Arc<cel::IdedExpr>,
+    /// The variables it reads from outside.
+    free: Arc<[String]>,
     /// The same expression for the direct evaluator, when it is inside its subset.
     fast: Option<Arc<fast::Node>>,
 }
@@ -52,20 +86,34 @@ impl std::fmt::Debug for Expr {
 impl Expr {
     /// Compiles `source`, allowing only the variables in `allowed`.
     pub fn compile(source: &str, allowed: &[&str]) -> Result<Self> {
-        let program = cel::Program::compile(source).map_err(|errors| {
+        if source.len() > check::MAX_SOURCE_LEN {
+            return Err(Error::TooLong { len: source.len(), limit: check::MAX_SOURCE_LEN });
+        }
+        // A deep program is dropped on the big stack too: dropping it recurses as deeply as parsing.
+        stacker::grow(PARSER_STACK, || Self::parse_and_check(source, allowed))
+    }
+
+    fn parse_and_check(source: &str, allowed: &[&str]) -> Result<Self> {
+        let program = cel::parser::Parser::new().max_recursion_depth(MAX_NESTING).parse(source).map_err(|errors| {
             let first = errors.errors.first();
             let (line, column) =
                 first.map(|e| position(source, e.pos.0.max(0) as usize, e.pos.1.max(0) as usize)).unwrap_or((1, 1));
             Error::Syntax { line, column, message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()) }
         })?;
-        let references = program.references();
-        let mut unknown: Vec<&str> = references.variables().into_iter().filter(|v| !allowed.contains(v)).collect();
-        unknown.sort_unstable();
-        if let Some(name) = unknown.first() {
-            return Err(Error::UnknownVariable { name: (*name).to_string(), available: allowed.join(", ") });
+        let depth = check::depth(&program);
+        if depth > check::MAX_DEPTH {
+            return Err(Error::TooDeep { depth, limit: check::MAX_DEPTH });
         }
-        let fast = fast::compile(program.expression()).map(Arc::new);
-        Ok(Self { source: source.into(), program: Arc::new(program), fast })
+        let free: Vec<String> = check::free_variables(&program).into_iter().collect();
+        if let Some(name) = free.iter().find(|v| !allowed.contains(&v.as_str())) {
+            return Err(Error::UnknownVariable { name: name.clone(), available: allowed.join(", ") });
+        }
+        for pattern in check::literal_patterns(&program) {
+            budget::regex(&pattern).map_err(Error::Regex)?;
+        }
+        let fast = fast::compile(&program).map(Arc::new);
+        let program = if check::has_comprehension(&program) { check::meter(&program) } else { program };
+        Ok(Self { source: source.into(), program: Arc::new(program), free: free.into(), fast })
     }
 
     /// The fields of variable `var` the expression reads, when it only ever reads `var.<field>`; `None` when it
@@ -98,7 +146,7 @@ impl Expr {
 
     /// Whether the expression reads the variable `name`.
     pub fn uses(&self, name: &str) -> bool {
-        self.program.references().has_variable(name)
+        self.free.iter().any(|v| v == name)
     }
 
     /// The source text as written in the config.
@@ -108,9 +156,12 @@ impl Expr {
 
     /// Evaluates with the given variables bound, returning the raw CEL value.
     pub fn eval_raw(&self, vars: &Vars) -> Result<cel::Value> {
-        self.program
-            .execute(&vars.scope)
-            .map_err(|e| Error::Runtime { source_text: self.source.to_string(), message: e.to_string() })
+        budget::reset();
+        let result = vars.scope.resolve(&self.program);
+        if budget::exhausted() {
+            return Err(Error::Budget { source_text: self.source.to_string(), limit: budget::MAX_STEPS });
+        }
+        result.map_err(|e| Error::Runtime { source_text: self.source.to_string(), message: e.to_string() })
     }
 
     /// Evaluates to JSON.
@@ -259,5 +310,118 @@ mod tests {
         vars.set("state", &json!({}));
         let err = expr.eval(&vars).unwrap_err();
         assert!(err.to_string().starts_with("`state.missing + 1`:"), "{err}");
+    }
+
+    fn eval_with(source: &str, vars: &[(&'static str, Json)]) -> Result<Json> {
+        let names: Vec<&str> = vars.iter().map(|(n, _)| *n).collect();
+        let expr = Expr::compile(source, &names)?;
+        let mut bound = Vars::new();
+        for (name, value) in vars {
+            bound.set(name, value);
+        }
+        expr.eval(&bound)
+    }
+
+    #[test]
+    fn comprehension_macros_are_accepted_and_evaluated() {
+        let state = json!({"holds": ["a", "b", "c"], "items": [1, 2, 3]});
+        let event = json!({"member": "b"});
+        let vars = [("state", state), ("event", event)];
+        let cases = [
+            ("state.holds.filter(h, h != event.member)", json!(["a", "c"])),
+            ("state.items.all(i, i > 0)", json!(true)),
+            ("state.items.exists(i, i > 2)", json!(true)),
+            ("state.items.exists_one(i, i > 1)", json!(false)),
+            ("state.items.map(i, i * 10)", json!([10, 20, 30])),
+            ("state.items.map(i, i > 1, i)", json!([2, 3])),
+            ("{'holds': state.holds.filter(h, h != event.member), 'n': size(state.items)}", json!({"holds": ["a", "c"], "n": 3})),
+            ("state.items.all(i, state.holds.exists(h, size(h) == 1))", json!(true)),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(eval_with(source, &vars).unwrap(), expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_variable_inside_a_macro_is_still_rejected() {
+        let err = Expr::compile("cmd.items.all(x, y > 0)", &["cmd"]).unwrap_err();
+        assert_eq!(err, Error::UnknownVariable { name: "y".into(), available: "cmd".into() });
+        // The macro's variable is bound only inside it.
+        let err = Expr::compile("cmd.items.map(x, x + 1) + [x]", &["cmd"]).unwrap_err();
+        assert!(matches!(err, Error::UnknownVariable { ref name, .. } if name == "x"), "{err}");
+    }
+
+    #[test]
+    fn deep_expressions_are_rejected_at_compile_time_naming_the_limit() {
+        let chains = [
+            format!("doc.balance{}", " + 1".repeat(1406)),
+            format!("doc{}", ".a".repeat(5000)),
+            format!("doc{}", "[0]".repeat(3000)),
+            format!("doc{}", ".size()".repeat(2000)),
+            format!("doc{}", " + 1".repeat((check::MAX_SOURCE_LEN - 3) / 4)),
+            format!("{}1{}", "[".repeat(120), "]".repeat(120)),
+        ];
+        // On a worker-sized stack (tokio's 2 MiB): parsing runs on its own, bigger one.
+        let compiled = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || chains.iter().map(|s| Expr::compile(s, &["doc"]).map(|_| ())).collect::<Vec<_>>())
+            .unwrap()
+            .join()
+            .unwrap();
+        for result in compiled {
+            match result {
+                Err(Error::TooDeep { limit, .. }) => assert_eq!(limit, check::MAX_DEPTH),
+                Err(Error::Syntax { message, .. }) => assert!(message.contains("ecursion"), "{message}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = Expr::compile(&"1 + ".repeat(10_000), &[]).unwrap_err();
+        assert_eq!(err.to_string(), format!("the expression is 40000 bytes long; the limit is {}", check::MAX_SOURCE_LEN));
+        // The deepest expression accepted evaluates on half a worker's stack (tokio's are 2 MiB), even in a
+        // debug build, where the interpreter takes ~20 KiB a level: `(doc.balance + 1) + 1 ...`, each
+        // level a call, and a comprehension as deep as the rest allows.
+        let deepest = format!("[1].all(x, x + doc.balance{} > 0)", " + 1".repeat(check::MAX_DEPTH - 6));
+        assert_eq!(check::depth(&cel::parser::Parser::new().parse(&deepest).unwrap()), check::MAX_DEPTH);
+        let value = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || eval_with(&deepest, &[("doc", json!({"balance": 1}))]))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(value.unwrap(), json!(true));
+    }
+
+    #[test]
+    fn matches_compiles_its_pattern_once_and_reports_bad_ones_at_load() {
+        let vars = [("doc", json!({"name": "alice"}))];
+        assert_eq!(eval_with("doc.name.matches('^a.*e$')", &vars).unwrap(), json!(true));
+        assert_eq!(eval_with("matches(doc.name, '^b')", &vars).unwrap(), json!(false));
+        let err = Expr::compile("doc.name.matches('(foo')", &["doc"]).unwrap_err();
+        assert!(matches!(err, Error::Regex(_)), "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
+        // A pattern that only exists at run time fails that evaluation, on one line.
+        let err = eval_with("doc.name.matches(doc.name + '(')", &vars).unwrap_err();
+        assert!(err.to_string().contains("not a valid regex") && !err.to_string().contains('\n'), "{err}");
+        let a = budget::regex("^x+$").unwrap();
+        let b = budget::regex("^x+$").unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second use shares the first compilation");
+    }
+
+    #[test]
+    fn an_evaluation_over_its_cost_budget_fails_with_its_own_error() {
+        let items: Vec<i64> = (0..8000).collect();
+        let vars = [("state", json!({"items": items}))];
+        let err = eval_with("state.items.all(i, state.items.exists(j, j == i))", &vars).unwrap_err();
+        assert_eq!(err, Error::Budget { source_text: "state.items.all(i, state.items.exists(j, j == i))".into(), limit: budget::MAX_STEPS });
+        // A linear pass over the same list is well within it, and the budget starts afresh per evaluation.
+        for _ in 0..3 {
+            assert_eq!(eval_with("state.items.filter(i, i % 1000 == 0).size()", &vars).unwrap(), json!(8));
+        }
+    }
+
+    #[test]
+    fn integer_overflow_is_an_error_naming_the_expression() {
+        let err = eval_with("cmd.amount + 1", &[("cmd", json!({"amount": i64::MAX}))]).unwrap_err();
+        assert!(err.to_string().starts_with("`cmd.amount + 1`:"), "{err}");
     }
 }

@@ -195,6 +195,16 @@ mod tests {
             "event.price % 2.0",
             "{'a': 1, 'a': 2}",
             "meta",
+            // Comprehension macros, including variables that shadow the scope's own.
+            "event.list.all(x, x > 0)",
+            "event.list.map(x, x * event.amount)",
+            "event.list.exists(x, x == prev.on_hand - 10)",
+            "event.list.filter(x, x > 1)",
+            "event.list.exists_one(x, x == 1)",
+            "event.list.map(x, x > 1, {'v': x, 'l': state.label})",
+            "[event.amount].all(meta, meta > 0) && meta.id == 'a1'",
+            "event.list.all(event, event < 3)",
+            "{'on_hand': state.on_hand, 'big': event.list.filter(x, x > state.low_mark)}",
         ];
         for source in fast_cases.iter().chain(&slow_cases) {
             let expr = Expr::compile(source, &["event", "meta", "state", "prev"]).unwrap();

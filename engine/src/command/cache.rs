@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value as Json};
 
-use super::reply::{Reply, ReplyEvent, Success};
+use crate::api::{Reply, ReplyEvent, Success};
 use crate::aggregate::Aggregate;
 use crate::envelope::StoredEvent;
 

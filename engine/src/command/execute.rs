@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::Value as Json;
 
 use super::cache::Entry;
-use super::reply::{ErrorCode, Failure, Reply, ReplyEvent, Success};
+use crate::api::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 use super::CommandService;
 use crate::aggregate::{input, Aggregate, CommandMeta, DecideError, EventMeta};
 use crate::envelope::OutgoingEvent;
@@ -28,7 +28,7 @@ pub struct CommandContext {
     pub causation_id: Option<String>,
 }
 
-fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+fn fail(code: ErrorCode, message: impl AsRef<str>) -> Failure {
     Failure::new(code, message)
 }
 

@@ -2,7 +2,7 @@
 
 mod cache;
 mod execute;
-pub mod reply;
+
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use execute::CommandContext;
-pub use reply::{ErrorCode, Failure, Reply};
+pub use crate::api::{ErrorCode, Failure, Reply};
 
 use crate::aggregate::Aggregate;
 use crate::config::Config;
@@ -100,10 +100,7 @@ pub async fn serve(
         let commands = commands.clone();
         let prefix = prefix.clone();
         tracker.spawn(async move {
-            let reply = handle(&commands, &prefix, &request.message).await;
-            if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
-                tracing::warn!(error = %e, subject = %request.message.subject, "could not send a command reply");
-            }
+            crate::api::answer(&request, handle(&commands, &prefix, &request.message)).await;
             drop(permit);
         });
     }

@@ -11,7 +11,7 @@ pub mod state;
 use std::collections::BTreeMap;
 
 use eddy_engine::cel::Expr;
-use eddy_engine::command::Failure;
+use eddy_engine::api::Failure;
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Logic, Outcome, Pending, Policy};
 use eddy_engine::host::{subject_filters, Pattern, PatternMap};
@@ -114,7 +114,7 @@ impl Logic for Saga {
             entry: pending.seq,
             command: format!("{aggregate}.{command}"),
             code: failure.code.as_str().to_string(),
-            message: failure.message.clone(),
+            message: failure.message().to_string(),
             effect: pending.id.clone(),
         };
         Some(Append {

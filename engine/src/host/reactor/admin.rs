@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::set::Error;
 use super::Reactors;
-use crate::command::{ErrorCode, Failure, Reply};
+use crate::api::{answer, ErrorCode, Failure, Reply};
 
 /// The three admin endpoints.
 pub struct AdminEndpoints {
@@ -59,7 +59,7 @@ pub async fn serve_admin(endpoints: AdminEndpoints, reactors: Arc<Reactors>, shu
             r = sagas.next() => match r { Some(r) => (r, Verb::Sagas), None => break },
             r = saga.next() => match r { Some(r) => (r, Verb::Saga), None => break },
         };
-        let reply = match verb {
+        let handler = async { match verb {
             Verb::List => Reply::ok_json(&serde_json::json!({"ok": true, "reactors": reactors.status()})),
             Verb::Sagas => super::sagas::list(&reactors, &request.message.payload),
             Verb::Saga => super::sagas::get(&reactors, &request.message.payload),
@@ -82,9 +82,7 @@ pub async fn serve_admin(endpoints: AdminEndpoints, reactors: Arc<Reactors>, shu
                     }
                 }
             },
-        };
-        if let Err(e) = request.respond_with_headers(Ok(reply.body.clone()), reply.headers()).await {
-            tracing::warn!(error = %e, "could not send an admin reply");
-        }
+        } };
+        answer(&request, handler).await;
     }
 }

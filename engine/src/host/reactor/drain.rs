@@ -176,7 +176,7 @@ impl Runner {
             Done::Command(Some(rejection)) => {
                 c.commands += 1;
                 c.rejected += 1;
-                tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, reason = %rejection.message, "command rejected");
+                tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, reason = %rejection.message(), "command rejected");
             }
             Done::Published => c.publishes += 1,
             Done::Emitted => c.emits += 1,

@@ -125,9 +125,9 @@ impl Effects {
             None => Ok(Done::Command(None)),
             Some(f) if f.code == ErrorCode::Rejected => Ok(Done::Command(Some(f))),
             Some(f) if matches!(f.code, ErrorCode::Unavailable | ErrorCode::Internal) => {
-                Err(Failed::Transient(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message)))
+                Err(Failed::Transient(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message())))
             }
-            Some(f) => Err(Failed::Permanent(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message))),
+            Some(f) => Err(Failed::Permanent(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message()))),
         }
     }
 

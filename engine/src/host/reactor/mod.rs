@@ -26,7 +26,7 @@ pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};
 pub use watermark::{bucket_name, Mark};
 
-use crate::command::Failure;
+use crate::api::Failure;
 use crate::envelope::{OutgoingEvent, StoredEvent};
 
 /// Where a newly deployed reactor starts.

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 
 use super::set::Error;
 use super::{Logic, ReactorState, Reactors};
-use crate::command::{ErrorCode, Failure, Reply};
+use crate::api::{ErrorCode, Failure, Reply};
 
 /// Instances per reply unless asked otherwise.
 const DEFAULT_LIMIT: usize = 100;

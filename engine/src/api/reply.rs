@@ -1,4 +1,4 @@
-//! Command replies as they go on the wire, with the contract's stable error codes.
+//! Replies as they go on the wire, with the contract's stable error codes.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -57,16 +57,21 @@ impl ErrorCode {
     }
 }
 
-/// A failed request.
+/// A failed request. Built with [`Failure::new`], so its message is always fit for a header.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failure {
     pub code: ErrorCode,
-    pub message: String,
+    message: String,
 }
 
 impl Failure {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+    /// A failure with `message` made safe for the wire (see [`super::clip`]): it goes into a header.
+    pub fn new(code: ErrorCode, message: impl AsRef<str>) -> Self {
+        Self { code, message: super::clip(message.as_ref()) }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -126,6 +131,12 @@ impl Reply {
             h.insert(headers::SERVICE_ERROR, f.message.as_str());
         }
         h
+    }
+}
+
+impl AsRef<Reply> for Reply {
+    fn as_ref(&self) -> &Reply {
+        self
     }
 }
 
