@@ -4,6 +4,7 @@
 mod apply;
 pub mod config;
 mod query;
+mod scan;
 mod store;
 mod view;
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::service::{endpoint::Endpoint, Service};
-use eddy_engine::cel::{map_to_cel, Expr, Vars};
+use eddy_engine::cel::Expr;
 use eddy_engine::api::{answer, ErrorCode, Failure, Reply};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,13 @@ use serde_json::{Map, Value as Json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::scan::{Item, Page, Scan};
 use crate::Views;
 
 const DEFAULT_TIMEOUT_MS: u64 = 2000;
+/// The longest a read-your-writes wait may ask for: a wait cannot tell that its client gave up, so it is
+/// bounded instead.
+pub const MAX_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
@@ -58,12 +62,6 @@ struct GetReply<'a> {
     key: &'a str,
     doc: Option<Map<String, Json>>,
     seq: u64,
-}
-
-#[derive(Serialize)]
-struct Item {
-    key: String,
-    doc: Map<String, Json>,
 }
 
 #[derive(Serialize)]
@@ -128,6 +126,9 @@ async fn handle(
         async move {
             match min_seq {
                 None => Ok(view.active().position()),
+                Some(_) if timeout_ms.is_some_and(|t| t > MAX_TIMEOUT_MS) => {
+                    Err(invalid(format!("`timeout_ms` is at most {MAX_TIMEOUT_MS}")))
+                }
                 Some(min) => {
                     let timeout = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
                     view.wait_for(min, timeout).await.ok_or_else(|| {
@@ -156,35 +157,8 @@ async fn handle(
             };
             let limit = req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
             let seq = wait(req.min_seq, req.timeout_ms).await?;
-            let mut items = Vec::new();
-            let mut next = None;
-            let mut failure = None;
-            view.active()
-                .store
-                .scan(&req.prefix, req.after.as_deref(), |key, doc| {
-                    if let Some(filter) = &filter {
-                        let mut vars = Vars::new();
-                        vars.set("key", &Json::String(key.clone())).set_value("doc", map_to_cel(&doc));
-                        match filter.eval_bool(&vars) {
-                            Ok(true) => {}
-                            Ok(false) => return Ok(true),
-                            Err(e) => {
-                                failure = Some(invalid(format!("where: at key `{key}`: {e}")));
-                                return Ok(false);
-                            }
-                        }
-                    }
-                    if items.len() == limit {
-                        next = items.last().map(|i: &Item| i.key.clone());
-                        return Ok(false);
-                    }
-                    items.push(Item { key, doc });
-                    Ok(true)
-                })
-                .map_err(store_error)?;
-            if let Some(f) = failure {
-                return Err(f);
-            }
+            let scan = Scan { prefix: req.prefix, after: req.after, limit, filter };
+            let Page { items, next } = crate::scan::run(view.active().store.clone(), scan).await?;
             Ok(Reply::ok_json(&ListReply { ok: true, items, next, seq }))
         }
         other => Err(Failure::new(ErrorCode::NotFound, format!("views answer get and list, not `{other}`"))),

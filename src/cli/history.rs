@@ -23,14 +23,22 @@ pub async fn history(
     let url = super::server_url(&config, server);
     let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
     let store = EventStore::attach(client, &config.engine);
-    let events = store.load(aggregate, id, 1).await.context("reading the stream")?;
+    let events = store.load(aggregate, id, 1).await.with_context(|| {
+        format!("reading {aggregate} {id}: a message on its subject is not an eddy event (published around eddy?); remove it from the stream")
+    })?;
     if events.is_empty() {
         println!("{aggregate} {id} has no events");
         return Ok(ExitCode::FAILURE);
     }
     let mut state = def.initial.clone();
+    let mut unfoldable = 0;
     for event in events.iter().take_while(|e| at_version.is_none_or(|v| e.version <= v)) {
-        def.apply_stored(&mut state, event).with_context(|| format!("applying seq {}", event.seq))?;
+        if let Err(e) = def.apply_stored(&mut state, event) {
+            // Shown in place, not an abort: this is where an operator looks when the aggregate is held.
+            unfoldable += 1;
+            println!("seq {:<8} v{:<5} {}  {:<20} CANNOT BE APPLIED: {e}", event.seq, event.version, format_time(event.time), event.event_type);
+            continue;
+        }
         if at_version.is_none() {
             println!(
                 "seq {:<8} v{:<5} {}  {:<20} {}\n    state: {}",
@@ -47,6 +55,10 @@ pub async fn history(
         let reached = events.iter().filter(|e| e.version <= v).count();
         println!("{aggregate} {id} at version {} ({reached} events)", v.min(reached as u64));
         println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(state))?);
+    }
+    if unfoldable > 0 {
+        println!("{unfoldable} event(s) cannot be applied: commands on {aggregate} {id} fail until they are removed from the stream or the apply is fixed");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,6 +50,46 @@ impl FieldType {
     }
 }
 
+/// The documented limits of a command's input. They keep every accepted command storable, replayable
+/// from a recording (serde_json reads at most 128 levels, and the envelope adds some) and cheap to decide.
+pub mod limits {
+    /// The largest body, in bytes.
+    pub const MAX_BODY: usize = 1024 * 1024;
+    /// How deep lists and maps may nest inside an input value.
+    pub const MAX_DEPTH: usize = 32;
+    /// The longest string, in bytes.
+    pub const MAX_STRING: usize = 64 * 1024;
+    /// The most elements of a list, or entries of a map.
+    pub const MAX_ITEMS: usize = 10_000;
+}
+
+/// Checks `value` (the input field `name`) against [`limits`].
+fn within_limits(name: &str, value: &Json, depth: usize) -> Result<(), String> {
+    let too = |what: String| Err(format!("field `{name}`: {what}"));
+    match value {
+        Json::String(s) if s.len() > limits::MAX_STRING => {
+            too(format!("a string of {} bytes; the limit is {}", s.len(), limits::MAX_STRING))
+        }
+        Json::Array(_) | Json::Object(_) if depth >= limits::MAX_DEPTH => {
+            too(format!("nested deeper than {} levels", limits::MAX_DEPTH))
+        }
+        Json::Array(items) if items.len() > limits::MAX_ITEMS => {
+            too(format!("a list of {} elements; the limit is {}", items.len(), limits::MAX_ITEMS))
+        }
+        Json::Object(map) if map.len() > limits::MAX_ITEMS => {
+            too(format!("a map of {} entries; the limit is {}", map.len(), limits::MAX_ITEMS))
+        }
+        Json::Array(items) => items.iter().try_for_each(|v| within_limits(name, v, depth + 1)),
+        Json::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.len() > limits::MAX_STRING {
+                return too(format!("a key of {} bytes; the limit is {}", k.len(), limits::MAX_STRING));
+            }
+            within_limits(name, v, depth + 1)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `id` is a valid aggregate id: `^[A-Za-z0-9_-]{1,128}$`.
 pub fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -83,7 +123,7 @@ pub fn validate(fields: &[Field], body: &mut Map<String, Json>) -> Result<String
                     json_type_name(value)
                 ))
             }
-            Some(_) => {}
+            Some(value) => within_limits(&field.name, value, 0)?,
         }
     }
     Ok(id)
@@ -98,7 +138,33 @@ mod tests {
         vec![
             Field { name: "amount".into(), ty: FieldType::Int, optional: false },
             Field { name: "note".into(), ty: FieldType::String, optional: true },
+            Field { name: "extra".into(), ty: FieldType::Any, optional: true },
         ]
+    }
+
+    #[test]
+    fn inputs_beyond_the_limits_are_refused_naming_the_field() {
+        let mut nested = json!(1);
+        for _ in 0..limits::MAX_DEPTH + 1 {
+            nested = json!([nested]);
+        }
+        let long = "x".repeat(limits::MAX_STRING + 1);
+        let many: Vec<u8> = vec![0; limits::MAX_ITEMS + 1];
+        for (extra, expected) in [
+            (nested, format!("nested deeper than {} levels", limits::MAX_DEPTH)),
+            (json!({"k": long}), format!("a string of {} bytes", limits::MAX_STRING + 1)),
+            (json!([1, many]), format!("a list of {} elements", limits::MAX_ITEMS + 1)),
+        ] {
+            let err = check(json!({"id": "a1", "amount": 5, "extra": extra})).unwrap_err();
+            assert!(err.starts_with("field `extra`: ") && err.contains(&expected), "{err}");
+        }
+        let err = check(json!({"id": "a1", "amount": 5, "note": "y".repeat(limits::MAX_STRING + 1)})).unwrap_err();
+        assert!(err.starts_with("field `note`: a string of"), "{err}");
+        let mut ok = json!(1);
+        for _ in 0..limits::MAX_DEPTH {
+            ok = json!([ok]);
+        }
+        assert_eq!(check(json!({"id": "a1", "amount": 5, "extra": ok})).unwrap(), "a1");
     }
 
     fn check(body: Json) -> Result<String, String> {

@@ -35,6 +35,7 @@ fn fail(code: ErrorCode, message: impl AsRef<str>) -> Failure {
 fn store_failure(e: store::Error) -> Failure {
     match e {
         store::Error::Unavailable(m) => fail(ErrorCode::Unavailable, m),
+        e @ store::Error::TooLarge { .. } => fail(ErrorCode::Invalid, e.to_string()),
         other => fail(ErrorCode::Internal, other.to_string()),
     }
 }
@@ -62,6 +63,12 @@ impl CommandService {
         let command = aggregate.commands.get(command_name).ok_or_else(|| {
             fail(ErrorCode::NotFound, format!("aggregate `{aggregate_name}` has no command `{command_name}`"))
         })?;
+        if body.len() > input::limits::MAX_BODY {
+            return Err(fail(
+                ErrorCode::Invalid,
+                format!("the body is {} bytes; the limit is {}", body.len(), input::limits::MAX_BODY),
+            ));
+        }
         let body: Json =
             serde_json::from_slice(body).map_err(|e| fail(ErrorCode::Invalid, format!("the body is not JSON: {e}")))?;
         let Json::Object(mut body) = body else {
@@ -115,7 +122,9 @@ impl CommandService {
                     entry.remember(&command_id, now, reply.clone(), self.window);
                     return Ok(reply);
                 }
-                Err(DecideError::Eval(e)) => return Err(fail(ErrorCode::Internal, e.to_string())),
+                // The rules and emits of this command cannot be evaluated on this input (an overflow, a
+                // missing field, the cost budget): deciding it again would fail the same way.
+                Err(DecideError::Eval(e)) => return Err(fail(ErrorCode::Invalid, e.to_string())),
             };
             if decided.is_empty() {
                 let success = Success {
@@ -194,13 +203,31 @@ impl CommandService {
         ))
     }
 
-    /// Reads the events after the entry's last sequence and folds them in.
+    /// Reads the events after the entry's last sequence and folds them in. An event that cannot be read or
+    /// folded (published around eddy, or of an older `apply`) holds the aggregate: every command is
+    /// answered `internal` naming its seq, and it is logged, until an operator removes or fixes it.
     async fn catch_up(&self, aggregate: &Aggregate, id: &str, entry: &mut Entry) -> Result<(), Failure> {
-        let events = self.store.load(&aggregate.name, id, entry.last_seq + 1).await.map_err(store_failure)?;
-        entry.fold(aggregate, &events, self.window).map_err(|e| {
+        let subject = crate::envelope::subject(&aggregate.name, id);
+        let events = match self.store.load(&aggregate.name, id, entry.last_seq + 1).await {
+            Ok(events) => events,
+            Err(store::Error::Envelope(e)) => return Err(self.held(&subject, &aggregate.name, id, &e.to_string())),
+            Err(e) => return Err(store_failure(e)),
+        };
+        if let Err(e) = entry.fold(aggregate, &events, self.window) {
+            let failing = events.iter().find(|ev| ev.seq > entry.last_seq);
+            let why = match failing {
+                Some(ev) => format!("seq {} ({}) cannot be applied: {e}", ev.seq, ev.event_type),
+                None => e.to_string(),
+            };
             entry.reset(&aggregate.initial);
-            fail(ErrorCode::Internal, format!("cannot rebuild {} {id}: {e}", aggregate.name))
-        })
+            return Err(self.held(&subject, &aggregate.name, id, &why));
+        }
+        Ok(())
+    }
+
+    fn held(&self, subject: &str, aggregate: &str, id: &str, why: &str) -> Failure {
+        tracing::error!(%subject, error = %why, "an event of this aggregate cannot be folded; its commands fail until it is removed or its apply fixed (see `eddy history`)");
+        fail(ErrorCode::Internal, format!("{aggregate} {id} cannot be loaded: {why}; see `eddy history {aggregate} {id}`"))
     }
 }
 
@@ -225,7 +252,9 @@ fn next_state(
             causation_id: e.causation_id.clone(),
             time: e.time,
         };
-        aggregate.apply(&mut state, &e.data, &meta).map_err(|err| fail(ErrorCode::Internal, err.to_string()))?;
+        aggregate.apply(&mut state, &e.data, &meta).map_err(|err| {
+            fail(ErrorCode::Invalid, format!("the {} event this command decided cannot be applied: {err}", e.event_type))
+        })?;
     }
     Ok(state)
 }

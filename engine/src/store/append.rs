@@ -8,6 +8,9 @@ use serde::Deserialize;
 use super::{Error, EventStore, Result};
 use crate::envelope::{headers, subject, OutgoingEvent};
 
+/// Room left for an event's headers under the server's payload limit (ids are bounded, so this is ample).
+const HEADER_ALLOWANCE: usize = 2048;
+
 /// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence` check.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 
@@ -62,14 +65,23 @@ impl EventStore {
         events: &[OutgoingEvent],
     ) -> Result<Appended> {
         let subject = subject(aggregate, id);
+        let payloads: Vec<Vec<u8>> =
+            events.iter().map(|e| serde_json::to_vec(&e.data).expect("JSON values serialize")).collect();
+        // Checked before anything is sent, so no batch is cut short: the server would refuse the message,
+        // and reporting that as unavailable would invite a retry that cannot succeed.
+        let limit = self.client.server_info().max_payload;
+        if let Some((event, payload)) =
+            events.iter().zip(&payloads).find(|(_, p)| p.len() + HEADER_ALLOWANCE > limit)
+        {
+            return Err(Error::TooLarge { event_type: event.event_type.clone(), size: payload.len(), limit });
+        }
         let batch_id = (events.len() > 1).then(|| uuid::Uuid::new_v4().simple().to_string());
         let mut last = None;
-        for (i, event) in events.iter().enumerate() {
+        for (i, (event, payload)) in events.iter().zip(payloads).enumerate() {
             let mut h: HeaderMap = event.headers();
             if let (0, Some(expected)) = (i, expected_last_seq) {
                 h.insert(headers::EXPECTED_LAST_SUBJECT_SEQ, expected.to_string().as_str());
             }
-            let payload = serde_json::to_vec(&event.data).expect("JSON values serialize");
             if let Some(batch_id) = &batch_id {
                 h.insert("Nats-Batch-Id", batch_id.as_str());
                 h.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());

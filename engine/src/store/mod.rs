@@ -27,6 +27,9 @@ pub enum Error {
     /// JetStream refused a request.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// An event is larger than the server accepts: no retry can store it.
+    #[error("the {event_type} event is {size} bytes; the server accepts at most {limit} per message")]
+    TooLarge { event_type: String, size: usize, limit: usize },
     /// An event in the stream cannot be read.
     #[error(transparent)]
     Envelope(#[from] crate::envelope::Error),

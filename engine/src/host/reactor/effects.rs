@@ -204,7 +204,10 @@ impl Effects {
             return Err(Failed::Permanent(format!("emit {event_type}: key `{key}` is not a valid id")));
         }
         let store = self.commands.store();
-        let unavailable = |e: store::Error| Failed::Transient(format!("emit {event_type}: {e}"));
+        let unavailable = |e: store::Error| match e {
+            store::Error::TooLarge { .. } => Failed::Permanent(format!("emit {event_type}: {e}")),
+            e => Failed::Transient(format!("emit {event_type}: {e}")),
+        };
         // The reactor is the only writer of its subjects, so a conflict means an earlier attempt or another
         // engine got there first; reloading settles it, and the msg id makes the repeat a no-op.
         for _ in 0..16 {
