@@ -16,6 +16,9 @@ const NON_CONFIG_ENV: &[&str] = &["nats_server", "config", "log"];
 /// The merged config of one load, with enough provenance to name the file behind every key.
 pub struct Source {
     figment: Figment,
+    /// The figment merged once: figment merges (and clones) every provider's values on each lookup, which
+    /// made loading quadratic in the number of aggregates.
+    merged: Value,
     root: PathBuf,
 }
 
@@ -71,32 +74,42 @@ impl Source {
             .split("__")
             .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
         figment = figment.merge(env);
-        Source { figment, root }
+        let merged = match figment.find_value("") {
+            Ok(merged) => merged,
+            Err(e) => {
+                errors.push(None, "", one_line(&e.to_string()));
+                Value::from(figment::value::Dict::new())
+            }
+        };
+        Source { figment, merged, root }
     }
 
     /// The top-level keys present.
     pub fn top_level_keys(&self) -> Vec<String> {
-        match self.figment.extract::<figment::value::Dict>() {
-            Ok(dict) => dict.keys().cloned().collect(),
-            Err(_) => Vec::new(),
+        match &self.merged {
+            Value::Dict(_, dict) => dict.keys().cloned().collect(),
+            _ => Vec::new(),
         }
     }
 
     /// The names below a table key (`aggregates` -> `account`, `transfer`), or none.
     pub fn children(&self, key: &str, errors: &mut ConfigErrors) -> Vec<String> {
-        match self.figment.find_value(key) {
-            Ok(Value::Dict(_, dict)) => dict.keys().cloned().collect(),
-            Ok(_) => {
+        match self.merged.find_ref(key) {
+            Some(Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+            Some(_) => {
                 errors.push(self.file_of(key), key, "expected a table");
                 Vec::new()
             }
-            Err(_) => Vec::new(),
+            None => Vec::new(),
         }
     }
 
     /// Deserializes the value at `key`, recording an error (and returning `None`) on failure.
     pub fn extract<T: DeserializeOwned>(&self, key: &str, errors: &mut ConfigErrors) -> Option<T> {
-        match self.figment.extract_inner::<T>(key) {
+        let fast = self.merged.find_ref(key).map(|v| v.deserialize::<T>());
+        // On failure, extract again through the figment: slower, but its errors name the file of the very
+        // value that failed.
+        match fast.and_then(Result::ok).map_or_else(|| self.figment.extract_inner::<T>(key), Ok) {
             Ok(v) => Some(v),
             Err(err) => {
                 for e in err {
@@ -128,7 +141,8 @@ impl Source {
     pub fn file_of(&self, key: &str) -> Option<String> {
         let mut key = key.split('[').next().unwrap_or(key);
         loop {
-            if let Some(path) = self.figment.find_metadata(key).and_then(|m| m.source.as_ref()?.file_path()) {
+            let metadata = self.merged.find_ref(key).and_then(|v| self.figment.get_metadata(v.tag()));
+            if let Some(path) = metadata.and_then(|m| m.source.as_ref()?.file_path()) {
                 return Some(display_path(&self.root, path));
             }
             key = key.rsplit_once('.')?.0;
@@ -136,25 +150,41 @@ impl Source {
     }
 }
 
-/// Lists the TOML files of a config path, in path order.
+/// Lists the TOML files of a config path, in path order. Follows symlinks (config maps mount files that
+/// way) but visits each directory and file once, so a link back up the tree cannot loop; skips hidden
+/// entries (`.git`, a config map's `..data`); and takes only regular files, so a FIFO named `x.toml`
+/// is an error instead of a read that never returns.
 fn toml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
-    if !path.exists() {
-        return Err("no such file or directory".into());
-    }
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    let meta = std::fs::metadata(path).map_err(|_| "no such file or directory".to_string())?;
+    if !meta.is_dir() {
+        return match meta.is_file() {
+            true => Ok(vec![path.to_path_buf()]),
+            false => Err("not a regular file or a directory".into()),
+        };
     }
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut dirs = vec![path.to_path_buf()];
     while let Some(dir) = dirs.pop() {
+        if !seen.insert(std::fs::canonicalize(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?) {
+            continue;
+        }
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         for entry in entries {
-            let entry = entry.map_err(|e| e.to_string())?;
-            let p = entry.path();
-            if p.is_dir() {
+            let p = entry.map_err(|e| e.to_string())?.path();
+            if p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&p) else { continue }; // a dangling link
+            if meta.is_dir() {
                 dirs.push(p);
             } else if p.extension().is_some_and(|e| e == "toml") {
-                out.push(p);
+                if !meta.is_file() {
+                    return Err(format!("{} is not a regular file", p.display()));
+                }
+                if seen.insert(std::fs::canonicalize(&p).map_err(|e| e.to_string())?) {
+                    out.push(p);
+                }
             }
         }
     }
@@ -207,4 +237,37 @@ fn join_key(key: &str, inner: &[String]) -> String {
 /// full key path and message.
 pub fn from_value<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, (String, String)> {
     value.deserialize::<T>().map_err(|e| (join_key(key, &e.path), one_line(&e.kind.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_back_up_the_tree_are_visited_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b.toml"), "").unwrap();
+        for link in ["l1", "l2", "sub/up"] {
+            std::os::unix::fs::symlink(dir.path(), dir.path().join(link)).unwrap();
+        }
+        std::os::unix::fs::symlink(dir.path().join("a.toml"), dir.path().join("sub/again.toml")).unwrap();
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/c.toml"), "").unwrap();
+        let files = toml_files(dir.path()).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(names, ["a.toml", "b.toml"]);
+    }
+
+    #[test]
+    fn a_fifo_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("x.toml").to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path in a directory this test owns.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = toml_files(dir.path()).unwrap_err();
+        assert!(err.ends_with("x.toml is not a regular file"), "{err}");
+        assert_eq!(toml_files(&dir.path().join("x.toml")).unwrap_err(), "not a regular file or a directory");
+    }
 }
