@@ -126,6 +126,23 @@ fn a_truncated_line_is_an_error_with_its_number() {
 }
 
 #[test]
+fn bytes_that_are_not_utf8_are_an_error_with_their_line_in_a_file_too() {
+    let mut bytes = Vec::new();
+    for (i, line) in bank_lines().iter().enumerate() {
+        if i == 4 {
+            bytes.extend_from_slice(b"{\"seq\": \xff\xfe}");
+        } else {
+            bytes.extend_from_slice(line.as_bytes());
+        }
+        bytes.push(b'\n');
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &bytes).unwrap();
+    let err = Recording::read(file.path()).unwrap_err().to_string();
+    assert_eq!(err, "line 5: not UTF-8 text (invalid byte at column 9)");
+}
+
+#[test]
 fn seq_out_of_order_is_an_error_and_a_gap_a_warning() {
     let mut lines = bank_lines();
     lines.swap(3, 4);

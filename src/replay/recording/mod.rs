@@ -57,13 +57,18 @@ impl Recording {
 
     pub fn from_reader(reader: impl BufRead) -> Result<Recording> {
         let mut recording = Recording::default();
-        for (n, line) in reader.lines().enumerate() {
+        for (n, line) in reader.split(b'\n').enumerate() {
             let line_no = n + 1;
             let line = line.map_err(|source| Error::Io { path: format!("line {line_no}"), source })?;
+            let line = String::from_utf8(line).map_err(|e| Error::Line {
+                line: line_no,
+                message: format!("not UTF-8 text (invalid byte at column {})", e.utf8_error().valid_up_to() + 1),
+            })?;
+            let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.trim().is_empty() {
                 continue;
             }
-            let line = Line::parse(&line, line_no).map_err(|e| Error::Line {
+            let line = Line::parse(line, line_no).map_err(|e| Error::Line {
                 line: line_no,
                 message: if e.is_eof() {
                     format!("the line is truncated ({e}); was the recording cut off?")
