@@ -7,7 +7,8 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn request(c: &async_nats::Client, subject: &str, body: &str) -> (Value, Option<async_nats::HeaderMap>) {
-    let msg = c.request(subject.to_string(), body.to_string().into()).await.unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let msg =
+        c.request(subject.to_string(), body.to_string().into()).await.unwrap_or_else(|e| panic!("{subject}: {e}"));
     (serde_json::from_slice(&msg.payload).expect("JSON reply"), msg.headers)
 }
 
@@ -65,12 +66,19 @@ async fn deep_or_costly_queries_are_refused_and_commands_go_on() {
         let reply = query(&c, "balances", "list", json!({"where": filter, "min_seq": seq})).await;
         assert_eq!(reply["error"]["code"], "invalid", "{}", &reply.to_string()[..300.min(reply.to_string().len())]);
     }
-    let reply = query(&c, "balances", "list", json!({"where": "doc.balance + 1 + 1 > 0 && doc.owner.matches('(')"})).await;
+    let reply =
+        query(&c, "balances", "list", json!({"where": "doc.balance + 1 + 1 > 0 && doc.owner.matches('(')"})).await;
     assert_eq!(reply["error"]["code"], "invalid", "{reply}");
     assert!(!reply["error"]["message"].as_str().unwrap().contains('\n'), "{reply}");
     let reply = query(&c, "balances", "get", json!({"key": "a1", "min_seq": 1, "timeout_ms": 3_600_000})).await;
     assert_eq!(reply["error"]["code"], "invalid", "an hour-long wait is refused: {reply}");
-    let reply = query(&c, "balances", "list", json!({"where": "doc.owner.matches('^a') && [1,2,3].all(x, x > 0)", "min_seq": seq})).await;
+    let reply = query(
+        &c,
+        "balances",
+        "list",
+        json!({"where": "doc.owner.matches('^a') && [1,2,3].all(x, x > 0)", "min_seq": seq}),
+    )
+    .await;
     assert_eq!(reply["items"].as_array().map(Vec::len), Some(1), "{reply}");
     ok(&c, "account.deposit", json!({"id": "a1", "amount": 5})).await;
     stop(eddy).await;

@@ -156,7 +156,10 @@ pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, View
             let mut hasher = fnv::FnvHasher::default();
             hasher.write(serde_json::to_string(&raw).unwrap_or_default().as_bytes());
             let fingerprint = format!("{:016x}", hasher.finish());
-            views.insert(name.clone(), ViewDef { name, key: view_key, initial: toml.initial, on, on_error: toml.on_error, fingerprint });
+            views.insert(
+                name.clone(),
+                ViewDef { name, key: view_key, initial: toml.initial, on, on_error: toml.on_error, fingerprint },
+            );
         }
     }
     views

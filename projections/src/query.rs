@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::service::{endpoint::Endpoint, Service};
-use eddy_engine::cel::Expr;
 use eddy_engine::api::{answer, ErrorCode, Failure, Reply};
+use eddy_engine::cel::Expr;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -191,21 +191,21 @@ pub async fn serve_admin(endpoints: (Endpoint, Endpoint), views: Arc<Views>, shu
         };
         let handler = async {
             if is_rebuild {
-            match serde_json::from_slice::<RebuildRequest>(&request.message.payload) {
-                Ok(req) => match views.rebuild(&req.name) {
-                    Ok(()) => {
-                        Reply::ok_json(&serde_json::json!({"ok": true, "name": req.name, "status": "rebuilding"}))
-                    }
-                    Err(crate::Error::UnknownView(n)) => {
-                        Reply::failure(Failure::new(ErrorCode::NotFound, format!("no view `{n}`")))
-                    }
-                    Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
-                },
-                Err(e) => Reply::failure(invalid(format!("expected {{\"name\": \"<view>\"}}: {e}"))),
+                match serde_json::from_slice::<RebuildRequest>(&request.message.payload) {
+                    Ok(req) => match views.rebuild(&req.name) {
+                        Ok(()) => {
+                            Reply::ok_json(&serde_json::json!({"ok": true, "name": req.name, "status": "rebuilding"}))
+                        }
+                        Err(crate::Error::UnknownView(n)) => {
+                            Reply::failure(Failure::new(ErrorCode::NotFound, format!("no view `{n}`")))
+                        }
+                        Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
+                    },
+                    Err(e) => Reply::failure(invalid(format!("expected {{\"name\": \"<view>\"}}: {e}"))),
+                }
+            } else {
+                Reply::ok_json(&serde_json::json!({"ok": true, "views": views.status().await}))
             }
-        } else {
-            Reply::ok_json(&serde_json::json!({"ok": true, "views": views.status().await}))
-        }
         };
         answer(&request, handler).await;
     }

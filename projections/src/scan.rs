@@ -47,7 +47,8 @@ pub struct Page {
 
 /// Runs `scan` over `store` on the blocking pool.
 pub async fn run(store: ViewStore, scan: Scan) -> Result<Page, Failure> {
-    let turn = TURNS.clone().acquire_owned().await.map_err(|_| Failure::new(ErrorCode::Unavailable, "shutting down"))?;
+    let turn =
+        TURNS.clone().acquire_owned().await.map_err(|_| Failure::new(ErrorCode::Unavailable, "shutting down"))?;
     let page = tokio::task::spawn_blocking(move || {
         let page = scan_blocking(&store, &scan, Instant::now() + MAX_SCAN);
         drop(turn);

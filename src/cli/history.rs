@@ -36,7 +36,13 @@ pub async fn history(
         if let Err(e) = def.apply_stored(&mut state, event) {
             // Shown in place, not an abort: this is where an operator looks when the aggregate is held.
             unfoldable += 1;
-            println!("seq {:<8} v{:<5} {}  {:<20} CANNOT BE APPLIED: {e}", event.seq, event.version, format_time(event.time), event.event_type);
+            println!(
+                "seq {:<8} v{:<5} {}  {:<20} CANNOT BE APPLIED: {e}",
+                event.seq,
+                event.version,
+                format_time(event.time),
+                event.event_type
+            );
             continue;
         }
         if at_version.is_none() {

@@ -75,7 +75,12 @@ pub async fn views(config: &Path, server: Option<String>, rebuild: Option<String
             v["parked_events"].as_array().into_iter().flatten().filter_map(|p| p.as_object()).map(|p| ("parked", p)),
         );
         for (what, p) in failing {
-            println!("{name}: {what} seq {} ({}): {}", p["seq"], p["subject"].as_str().unwrap_or(""), p["error"].as_str().unwrap_or(""));
+            println!(
+                "{name}: {what} seq {} ({}): {}",
+                p["seq"],
+                p["subject"].as_str().unwrap_or(""),
+                p["error"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

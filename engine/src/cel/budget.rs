@@ -54,9 +54,8 @@ fn charge(steps: u64) -> bool {
 }
 
 /// A function as the interpreter stores it (the crate does not export its alias).
-pub type Function = Box<
-    dyn for<'c, 'v> Fn(&mut FunctionContext<'c, 'v>) -> Result<CowVal<'c, 'v>, ExecutionError> + Send + Sync,
->;
+pub type Function =
+    Box<dyn for<'c, 'v> Fn(&mut FunctionContext<'c, 'v>) -> Result<CowVal<'c, 'v>, ExecutionError> + Send + Sync>;
 
 /// The range of a comprehension: charged with its size, passed through unchanged.
 pub fn range<'c, 'v>(ftx: &mut FunctionContext<'c, 'v>) -> Result<CowVal<'c, 'v>, ExecutionError> {

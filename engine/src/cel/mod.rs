@@ -9,6 +9,9 @@ mod convert;
 mod fast;
 mod scope;
 
+#[cfg(test)]
+mod prop_tests;
+
 use std::sync::{Arc, LazyLock};
 
 pub use convert::{fields_to_cel, from_cel, map_to_cel, to_cel};
@@ -334,7 +337,10 @@ mod tests {
             ("state.items.exists_one(i, i > 1)", json!(false)),
             ("state.items.map(i, i * 10)", json!([10, 20, 30])),
             ("state.items.map(i, i > 1, i)", json!([2, 3])),
-            ("{'holds': state.holds.filter(h, h != event.member), 'n': size(state.items)}", json!({"holds": ["a", "c"], "n": 3})),
+            (
+                "{'holds': state.holds.filter(h, h != event.member), 'n': size(state.items)}",
+                json!({"holds": ["a", "c"], "n": 3}),
+            ),
             ("state.items.all(i, state.holds.exists(h, size(h) == 1))", json!(true)),
         ];
         for (source, expected) in cases {
@@ -376,7 +382,10 @@ mod tests {
             }
         }
         let err = Expr::compile(&"1 + ".repeat(10_000), &[]).unwrap_err();
-        assert_eq!(err.to_string(), format!("the expression is 40000 bytes long; the limit is {}", check::MAX_SOURCE_LEN));
+        assert_eq!(
+            err.to_string(),
+            format!("the expression is 40000 bytes long; the limit is {}", check::MAX_SOURCE_LEN)
+        );
         // The deepest expression accepted evaluates on half a worker's stack (tokio's are 2 MiB), even in a
         // debug build, where the interpreter takes ~20 KiB a level: `(doc.balance + 1) + 1 ...`, each
         // level a call, and a comprehension as deep as the rest allows.
@@ -412,7 +421,13 @@ mod tests {
         let items: Vec<i64> = (0..8000).collect();
         let vars = [("state", json!({"items": items}))];
         let err = eval_with("state.items.all(i, state.items.exists(j, j == i))", &vars).unwrap_err();
-        assert_eq!(err, Error::Budget { source_text: "state.items.all(i, state.items.exists(j, j == i))".into(), limit: budget::MAX_STEPS });
+        assert_eq!(
+            err,
+            Error::Budget {
+                source_text: "state.items.all(i, state.items.exists(j, j == i))".into(),
+                limit: budget::MAX_STEPS
+            }
+        );
         // A linear pass over the same list is well within it, and the budget starts afresh per evaluation.
         for _ in 0..3 {
             assert_eq!(eval_with("state.items.filter(i, i % 1000 == 0).size()", &vars).unwrap(), json!(8));

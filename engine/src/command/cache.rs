@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value as Json};
 
-use crate::api::{Reply, ReplyEvent, Success};
 use crate::aggregate::Aggregate;
+use crate::api::{Reply, ReplyEvent, Success};
 use crate::envelope::StoredEvent;
 
 /// What the engine knows of one aggregate instance.

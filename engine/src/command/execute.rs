@@ -6,9 +6,9 @@ use chrono::Utc;
 use serde_json::Value as Json;
 
 use super::cache::Entry;
-use crate::api::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 use super::CommandService;
 use crate::aggregate::{input, Aggregate, CommandMeta, DecideError, EventMeta};
+use crate::api::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 use crate::envelope::OutgoingEvent;
 use crate::store::{self, Appended};
 
@@ -227,7 +227,10 @@ impl CommandService {
 
     fn held(&self, subject: &str, aggregate: &str, id: &str, why: &str) -> Failure {
         tracing::error!(%subject, error = %why, "an event of this aggregate cannot be folded; its commands fail until it is removed or its apply fixed (see `eddy history`)");
-        fail(ErrorCode::Internal, format!("{aggregate} {id} cannot be loaded: {why}; see `eddy history {aggregate} {id}`"))
+        fail(
+            ErrorCode::Internal,
+            format!("{aggregate} {id} cannot be loaded: {why}; see `eddy history {aggregate} {id}`"),
+        )
     }
 }
 
@@ -253,7 +256,10 @@ fn next_state(
             time: e.time,
         };
         aggregate.apply(&mut state, &e.data, &meta).map_err(|err| {
-            fail(ErrorCode::Invalid, format!("the {} event this command decided cannot be applied: {err}", e.event_type))
+            fail(
+                ErrorCode::Invalid,
+                format!("the {} event this command decided cannot be applied: {err}", e.event_type),
+            )
         })?;
     }
     Ok(state)

@@ -3,7 +3,6 @@
 mod cache;
 mod execute;
 
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,8 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use execute::CommandContext;
 pub use crate::api::{ErrorCode, Failure, Reply};
+pub use execute::CommandContext;
 
 use crate::aggregate::Aggregate;
 use crate::config::Config;

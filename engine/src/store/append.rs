@@ -70,9 +70,7 @@ impl EventStore {
         // Checked before anything is sent, so no batch is cut short: the server would refuse the message,
         // and reporting that as unavailable would invite a retry that cannot succeed.
         let limit = self.client.server_info().max_payload;
-        if let Some((event, payload)) =
-            events.iter().zip(&payloads).find(|(_, p)| p.len() + HEADER_ALLOWANCE > limit)
-        {
+        if let Some((event, payload)) = events.iter().zip(&payloads).find(|(_, p)| p.len() + HEADER_ALLOWANCE > limit) {
             return Err(Error::TooLarge { event_type: event.event_type.clone(), size: payload.len(), limit });
         }
         let batch_id = (events.len() > 1).then(|| uuid::Uuid::new_v4().simple().to_string());

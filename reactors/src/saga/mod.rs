@@ -10,8 +10,8 @@ pub mod state;
 
 use std::collections::BTreeMap;
 
-use eddy_engine::cel::Expr;
 use eddy_engine::api::Failure;
+use eddy_engine::cel::Expr;
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Logic, Outcome, Pending, Policy};
 use eddy_engine::host::{subject_filters, Pattern, PatternMap};

@@ -59,30 +59,34 @@ pub async fn serve_admin(endpoints: AdminEndpoints, reactors: Arc<Reactors>, shu
             r = sagas.next() => match r { Some(r) => (r, Verb::Sagas), None => break },
             r = saga.next() => match r { Some(r) => (r, Verb::Saga), None => break },
         };
-        let handler = async { match verb {
-            Verb::List => Reply::ok_json(&serde_json::json!({"ok": true, "reactors": reactors.status()})),
-            Verb::Sagas => super::sagas::list(&reactors, &request.message.payload),
-            Verb::Saga => super::sagas::get(&reactors, &request.message.payload),
-            Verb::Retry | Verb::Rebuild => match serde_json::from_slice::<NameRequest>(&request.message.payload) {
-                Err(e) => Reply::failure(Failure::new(
-                    ErrorCode::Invalid,
-                    format!("expected {{\"name\": \"<reactor>\"}}: {e}"),
-                )),
-                Ok(req) => {
-                    let (done, status) = match verb {
-                        Verb::Retry => (reactors.retry(&req.name), "retrying"),
-                        _ => (reactors.rebuild(&req.name).await, "rebuilding"),
-                    };
-                    match done {
-                        Ok(()) => Reply::ok_json(&serde_json::json!({"ok": true, "name": req.name, "status": status})),
-                        Err(Error::Unknown(n)) => {
-                            Reply::failure(Failure::new(ErrorCode::NotFound, format!("no reactor `{n}`")))
+        let handler = async {
+            match verb {
+                Verb::List => Reply::ok_json(&serde_json::json!({"ok": true, "reactors": reactors.status()})),
+                Verb::Sagas => super::sagas::list(&reactors, &request.message.payload),
+                Verb::Saga => super::sagas::get(&reactors, &request.message.payload),
+                Verb::Retry | Verb::Rebuild => match serde_json::from_slice::<NameRequest>(&request.message.payload) {
+                    Err(e) => Reply::failure(Failure::new(
+                        ErrorCode::Invalid,
+                        format!("expected {{\"name\": \"<reactor>\"}}: {e}"),
+                    )),
+                    Ok(req) => {
+                        let (done, status) = match verb {
+                            Verb::Retry => (reactors.retry(&req.name), "retrying"),
+                            _ => (reactors.rebuild(&req.name).await, "rebuilding"),
+                        };
+                        match done {
+                            Ok(()) => {
+                                Reply::ok_json(&serde_json::json!({"ok": true, "name": req.name, "status": status}))
+                            }
+                            Err(Error::Unknown(n)) => {
+                                Reply::failure(Failure::new(ErrorCode::NotFound, format!("no reactor `{n}`")))
+                            }
+                            Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
                         }
-                        Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
                     }
-                }
-            },
-        } };
+                },
+            }
+        };
         answer(&request, handler).await;
     }
 }
