@@ -2,7 +2,7 @@
 //! stack, and the direct evaluator never disagrees with the interpreter.
 
 use proptest::prelude::*;
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use super::{EventScope, Expr, Vars};
 use crate::envelope::StoredEvent;

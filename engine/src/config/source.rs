@@ -106,10 +106,12 @@ impl Source {
 
     /// Deserializes the value at `key`, recording an error (and returning `None`) on failure.
     pub fn extract<T: DeserializeOwned>(&self, key: &str, errors: &mut ConfigErrors) -> Option<T> {
-        let fast = self.merged.find_ref(key).map(|v| v.deserialize::<T>());
+        if let Some(Ok(v)) = self.merged.find_ref(key).map(Value::deserialize::<T>) {
+            return Some(v);
+        }
         // On failure, extract again through the figment: slower, but its errors name the file of the very
         // value that failed.
-        match fast.and_then(Result::ok).map_or_else(|| self.figment.extract_inner::<T>(key), Ok) {
+        match self.figment.extract_inner::<T>(key) {
             Ok(v) => Some(v),
             Err(err) => {
                 for e in err {
