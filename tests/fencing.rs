@@ -105,7 +105,7 @@ async fn a_frozen_lease_holder_stores_nothing_twice_when_it_wakes() {
     let config = nats.dir.path().join("config");
     copy_example("bank", &config);
     let (a_dir, b_dir) = (nats.dir.path().join("a"), nats.dir.path().join("b"));
-    let a = spawn(&config, &nats.url(), &a_dir);
+    let mut a = spawn(&config, &nats.url(), &a_dir);
     let _a_guard = KillOnDrop(a.id());
     assert!(eventually(30, || async { reactor_status(&c, "transfer").await["status"] == "running" }).await);
     let b = spawn(&config, &nats.url(), &b_dir);
@@ -171,6 +171,21 @@ async fn a_frozen_lease_holder_stores_nothing_twice_when_it_wakes() {
     // Time for the woken engine to do whatever it still had in hand.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // The other engine dies: the woken one takes the leases back, with what its outbox still held from
+    // before the freeze, and runs a new transfer.
+    let mut b = b;
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert!(eventually(30, || async { reactor_status(&c, "transfer").await["status"] == "running" }).await);
+    let body = json!({"id": "t-after", "from": "acc0", "to": "acc1", "amount": 1});
+    assert_eq!(send_until_answered(&c, "transfer.request", body, "req-t-after").await["ok"], true);
+    let after = eventually(30, || async {
+        let events = events_on(&c, "events.transfer.t-after").await;
+        events.iter().any(|e| e.event_type == "TransferCompleted" || e.event_type == "TransferFailed")
+    });
+    assert!(after.await, "the engine that was frozen runs transfers once it holds the lease again");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     let messages = stream(&c).await;
     let mut msg_ids: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut command_ids: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
@@ -208,10 +223,39 @@ async fn a_frozen_lease_holder_stores_nothing_twice_when_it_wakes() {
     let log = std::fs::read_to_string(a_dir.join("eddy.log")).unwrap_or_default();
     let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     eprintln!(
-        "{transfers} transfers, {} messages; the woken engine answered {} stored commands from history, confirmed its lease {} times and stood down {} times",
+        "{transfers} transfers, {} messages; the woken engine answered {} stored commands from history, confirmed its lease {} times, stood down {} times, dropped {} actions another engine had run",
         messages.len(),
         count("a stored command was sent again"),
         count("past its renewal deadline"),
         count("no longer sure") + count("lost the reactor's lease"),
+        count("dropping an action left from a lost lease"),
     );
+    a.kill().unwrap();
+    a.wait().unwrap();
+}
+
+/// A command repeated after the dedup window, and after its aggregate left the cache, is answered with
+/// its first reply and stored once.
+#[tokio::test]
+async fn a_command_repeated_after_the_window_and_an_eviction_is_not_applied_again() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let mut settings = example("bank", &nats.url(), nats.dir.path());
+    settings.engine.engine.dedup_window_secs = 1;
+    settings.engine.engine.cache_size = 1;
+    let eddy = engine(&settings).await;
+    ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
+    let body = json!({"id": "a1", "amount": 5}).to_string();
+    let first = send_raw(&c, "account.deposit", &body, &[("Eddy-Command-Id", "dep-1")]).await;
+    assert!(first.ok(), "{}", first.body);
+    ok(&c, "account.deposit", json!({"id": "a1", "amount": 7})).await;
+    // Another aggregate takes a1's place in the cache, and the window passes.
+    ok(&c, "account.open", json!({"id": "a2", "owner": "bob"})).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let again = send_raw(&c, "account.deposit", &body, &[("Eddy-Command-Id", "dep-1")]).await;
+    assert_eq!(again.body, first.body, "the first reply, rebuilt from the stored event");
+    let deposits = events_on(&c, "events.account.a1").await;
+    let ids: Vec<&str> = deposits.iter().map(|e| e.command_id.as_str()).filter(|id| *id == "dep-1").collect();
+    assert_eq!(ids.len(), 1, "stored once");
+    stop(eddy).await;
 }

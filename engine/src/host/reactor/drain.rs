@@ -77,6 +77,19 @@ impl Runner {
         Flow::Go
     }
 
+    /// Drops what this engine left in its outbox when it lost the lease and another engine has handled
+    /// since: that engine decided the same events and ran the same actions (same effect ids) itself.
+    /// Running them again, maybe long after, would repeat publishes and, past the dedup window, emits.
+    /// This engine's own entries are always past any watermark it wrote (it moves the mark only when its
+    /// outbox is empty), so an entry at or below the mark, unless put back by a retry, is another's.
+    pub(super) fn drop_handled_elsewhere(&self) {
+        let Ok(outbox) = self.shared.state.outbox() else { return };
+        for pending in outbox.iter().filter(|p| !p.redriven && p.seq <= self.mark.handled_seq) {
+            tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, handled_seq = self.mark.handled_seq, "dropping an action left from a lost lease: another engine has handled it");
+            self.done(pending, None);
+        }
+    }
+
     /// Waits until the server has the publishes: a round trip on the same connection. Until one succeeds they
     /// are sent again (same effect ids), so an idle reactor does not leave them waiting for its next event.
     /// False if cancelled first.
@@ -252,7 +265,7 @@ impl Runner {
             let mut outbox = Vec::new();
             let mut parked = Vec::new();
             match item.action {
-                Some(pending) => outbox.push(pending),
+                Some(pending) => outbox.push(Pending { redriven: true, ..pending }),
                 None => {
                     let store = self.host.effects.store().clone();
                     let cancel = self.cancel.clone();

@@ -233,7 +233,9 @@ impl Lease {
                     self.give_up();
                     return;
                 }
-                Err(e) => tracing::warn!(reactor = %self.name, error = %e, "cannot renew the reactor's lease; retrying"),
+                Err(e) => {
+                    tracing::warn!(reactor = %self.name, error = %e, "cannot renew the reactor's lease; retrying")
+                }
             }
         }
     }

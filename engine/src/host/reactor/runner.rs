@@ -168,7 +168,12 @@ pub(super) struct Runner {
 impl Runner {
     /// Reads the watermark (creating it on first deployment), runs what a crash left in the outbox, and
     /// rebuilds the state if the definition changed. `None` if cancelled meanwhile.
-    async fn open(shared: Arc<Shared>, host: Arc<Host>, lease: Arc<Lease>, cancel: CancellationToken) -> Option<Runner> {
+    async fn open(
+        shared: Arc<Shared>,
+        host: Arc<Host>,
+        lease: Arc<Lease>,
+        cancel: CancellationToken,
+    ) -> Option<Runner> {
         let name = shared.name().to_string();
         let mark = match retry_forever(&cancel, &name, "reading the watermark", || host.watermarks.get(&name)).await? {
             Some(mark) => mark,
@@ -195,6 +200,7 @@ impl Runner {
         };
         // Decisions already committed are honoured, whatever definition made them.
         runner.bookmark = runner.shared.state.bookmark().unwrap_or(0);
+        runner.drop_handled_elsewhere();
         loop {
             match runner.drain().await {
                 Flow::Go => break,
@@ -358,6 +364,7 @@ impl Runner {
                 n,
                 correlation_id: correlation_id.clone(),
                 action,
+                redriven: force,
             });
         }
     }
