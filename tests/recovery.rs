@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use common::*;
 use eddy_engine::nats::{locate_binary, NatsServer};
+use futures::StreamExt;
 use serde_json::json;
 
 async fn balance_in_view(c: &Client, account: &str) -> i64 {
@@ -79,4 +80,43 @@ async fn views_rules_and_sagas_resume_after_the_server_restarts() {
     );
     stop(eddy).await;
     drop((server, dir));
+}
+
+/// The readers' consumers stop delivering while the connection stays up and nothing reports an error (as
+/// when a cluster loses the stream's leader; here they are paused on the server): readers notice the
+/// waiting events and read on with new consumers.
+#[tokio::test]
+async fn readers_replace_a_consumer_that_stopped_delivering() {
+    let nats = TestServer::start().await;
+    let settings = example("bank", &nats.url(), &nats.dir.path().join("eddy"));
+    let eddy = engine(&settings).await;
+    let c = nats.client().await;
+    ok(&c, "account.open", json!({"id": "alice", "owner": "ann"})).await;
+    ok(&c, "account.deposit", json!({"id": "alice", "amount": 1_000})).await;
+    ok(&c, "account.open", json!({"id": "bob", "owner": "bob"})).await;
+    assert!(eventually(30, || async { balance_in_view(&c, "alice").await == 1_000 }).await);
+
+    let js = async_nats::jetstream::new(c.clone());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    assert!(!names.is_empty(), "the readers have consumers");
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    for name in &names {
+        let body = json!({ "pause_until": until }).to_string();
+        let reply = c.request(format!("$JS.API.CONSUMER.PAUSE.EVENTS.{name}"), body.into()).await.unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["paused"], true, "{reply}");
+    }
+    let paused = Instant::now();
+    ok(&c, "transfer.request", json!({"id": "t1", "from": "alice", "to": "bob", "amount": 200})).await;
+    let saga = eventually(10, || transfer_completed(&c, "t1")).await;
+    let saga_at = paused.elapsed();
+    assert!(saga, "the saga reads on");
+    assert!(eventually(10, || async { balance_in_view(&c, "bob").await == 200 }).await, "the view reads on");
+    eprintln!(
+        "{} consumers paused; the saga completed {saga_at:?} later, the view by {:?}",
+        names.len(),
+        paused.elapsed()
+    );
+    stop(eddy).await;
 }

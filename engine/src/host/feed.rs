@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::{Stream, StreamExt};
@@ -75,12 +75,19 @@ pub struct Feed {
     backoff: Duration,
     /// The client's connection count when the open consumer was made.
     connects: u64,
-    /// `next_seq` when the last idle look found a message waiting for this feed.
-    waiting_at: Option<u64>,
+    /// `next_seq`, and since when, while idle looks find a message waiting for this feed.
+    waiting: Option<(u64, Instant)>,
+    /// How long a message may wait undelivered before the consumer is replaced.
+    patience: Duration,
+    /// `next_seq` at the last replacement for a waiting message.
+    stalled_at: Option<u64>,
 }
 
 /// How long a reader waits for messages before it looks whether it should have had some.
 const STALL_TICK: Duration = Duration::from_millis(500);
+/// The most [`Feed::patience`] grows to: when replacing the consumer does not help at the same place, the
+/// server may just be slow to find the next match (a sparse filter over a long stream), not stalled.
+const MAX_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest wait before opening a consumer again: short, because what fails is usually the server
 /// coming back, and readers should follow within a second once it is.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -100,7 +107,9 @@ impl Feed {
             local_filter: false,
             backoff: Duration::ZERO,
             connects: 0,
-            waiting_at: None,
+            waiting: None,
+            patience: STALL_TICK,
+            stalled_at: None,
         }
     }
 
@@ -133,7 +142,7 @@ impl Feed {
                         Ok((messages, local_filter)) => {
                             self.local_filter = local_filter;
                             self.connects = connects;
-                            self.waiting_at = None;
+                            self.waiting = None;
                             self.messages.insert(messages)
                         }
                         Err(e) => {
@@ -177,13 +186,23 @@ impl Feed {
             return Some("the connection to NATS was re-established; the consumer may be gone".into());
         }
         match self.store.next_matching_seq(&self.filters, self.next_seq).await {
-            Ok(Some(seq)) => {
-                if self.waiting_at == Some(self.next_seq) {
-                    return Some(format!("seq {seq} waits but the consumer delivers nothing"));
+            Ok(Some(seq)) => match self.waiting {
+                Some((at, since)) if at == self.next_seq => {
+                    if since.elapsed() >= self.patience {
+                        let waited = since.elapsed();
+                        // Stuck at the same place again: wait longer next time.
+                        self.patience = if self.stalled_at == Some(self.next_seq) {
+                            (self.patience * 2).min(MAX_PATIENCE)
+                        } else {
+                            STALL_TICK
+                        };
+                        self.stalled_at = Some(self.next_seq);
+                        return Some(format!("seq {seq} has waited {waited:?} but the consumer delivers nothing"));
+                    }
                 }
-                self.waiting_at = Some(self.next_seq);
-            }
-            Ok(None) => self.waiting_at = None,
+                _ => self.waiting = Some((self.next_seq, Instant::now())),
+            },
+            Ok(None) => self.waiting = None,
             // The server is unreachable: the client reconnects, and the next tick sees it.
             Err(e) => tracing::debug!(reader = %self.name, error = %e, "cannot look for waiting messages"),
         }
