@@ -14,9 +14,10 @@
 //!   fails, the lease is gone: the reactor stops and stands by until it acquires the lease again.
 //!
 //! What remains is the time between a check and the action it guards. Appends carry their own fence
-//! (transitions the expected subject sequence, commands their id, checked against the aggregate's whole
-//! history, emits their msg id and the subject's last event), so a pause there cannot store anything twice.
-//! A core NATS publish cannot be fenced by the server: a pause longer than the lease's remaining validity
+//! (transitions the expected subject sequence, commands their id checked against the aggregate's whole
+//! history, emits a look at what their subject holds after the causing event, then the expected sequence),
+//! so a pause there cannot store anything twice. Timers are set by subject, and a firing for a state the
+//! instance has left is ignored. A core NATS publish cannot be fenced by the server: a pause longer than the lease's remaining validity
 //! that falls exactly between the check and the socket write can deliver it after another engine delivered
 //! the same effect id. The check runs immediately before each publish to make that window a few
 //! instructions wide; receivers drop a repeat by `Eddy-Effect-Id`.
