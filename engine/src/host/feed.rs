@@ -156,7 +156,8 @@ impl Feed {
             match next {
                 Err(_idle) => {
                     if let Some(reason) = self.stalled().await {
-                        self.fail(&reason);
+                        tracing::warn!(reader = %self.name, next_seq = self.next_seq, %reason, "stream reader stalled; reading on with a new consumer");
+                        self.messages = None;
                     }
                 }
                 Ok(Some(chunk)) => {
