@@ -1,10 +1,18 @@
-//! The bounded in-memory cache of aggregate states, and the replies of recent command ids.
+//! The bounded in-memory cache of aggregate states, the replies of recent command ids, and every command id
+//! of each cached aggregate's stored history.
 //!
 //! Each aggregate has one entry behind an async mutex, so commands on one aggregate are decided one at a
 //! time in this engine (no self-inflicted conflicts), while other engines are kept honest by the expected
 //! sequence on every append.
+//!
+//! The command ids of stored events are kept for the aggregate's whole history, not only the dedup window:
+//! an engine paused for longer than the window (SIGSTOP, a stalled VM) must still recognise a command that
+//! another engine stored meanwhile, once its append conflicts and it catches up. They are hashed to 64 bits
+//! (16 bytes per command with the seq), and an entry that is evicted or reset rebuilds them when its events
+//! are loaded again, so they are exactly the ids of the stored events whatever the cache did.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +33,15 @@ pub struct Entry {
     pub last_seq: u64,
     recent: VecDeque<(DateTime<Utc>, String)>,
     replies: HashMap<String, Arc<Reply>>,
+    /// Hash of every stored command id of this aggregate -> the seq of its first event.
+    stored: HashMap<u64, u64>,
+}
+
+/// A command id's 64-bit hash. SipHash with fixed keys: stable within the process, which is all it needs.
+fn id_hash(command_id: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    command_id.hash(&mut h);
+    h.finish()
 }
 
 impl Entry {
@@ -36,7 +53,19 @@ impl Entry {
             last_seq: 0,
             recent: VecDeque::new(),
             replies: HashMap::new(),
+            stored: HashMap::new(),
         }
+    }
+
+    /// The seq of the first event stored by `command_id` in this aggregate's history, if any (by hash: the
+    /// caller confirms against the events).
+    pub fn stored_seq(&self, command_id: &str) -> Option<u64> {
+        self.stored.get(&id_hash(command_id)).copied()
+    }
+
+    /// Records that `command_id` stored events from `first_seq` on.
+    pub fn note_stored(&mut self, command_id: &str, first_seq: u64) {
+        self.stored.entry(id_hash(command_id)).or_insert(first_seq);
     }
 
     /// The reply first given to `command_id`, if within the window.
@@ -81,6 +110,9 @@ impl Entry {
             aggregate.apply_stored(&mut self.state, event)?;
             self.version = event.version;
             self.last_seq = event.seq;
+            if !event.command_id.is_empty() {
+                self.note_stored(&event.command_id, event.seq);
+            }
             if now - event.time > window || event.command_id.is_empty() {
                 continue;
             }
@@ -121,6 +153,26 @@ impl Entry {
         };
         self.remember(&p.command_id, p.at, Arc::new(Reply::success(&success)), window);
     }
+}
+
+/// The success reply of `command_id` rebuilt from `events` (read from the seq of its first event on): its
+/// events are stored together (one atomic batch), so they are the run that starts with the first one.
+/// `None` if the first event is not that command's (the hash matched another id).
+pub fn stored_reply(aggregate: &Aggregate, command_id: &str, events: &[StoredEvent]) -> Option<Reply> {
+    let run: Vec<&StoredEvent> = events.iter().take_while(|e| e.command_id == command_id).collect();
+    let last = run.last()?;
+    let success = Success {
+        ok: true,
+        aggregate: aggregate.name.clone(),
+        id: last.id.clone(),
+        version: last.version,
+        seq: last.seq,
+        events: run
+            .iter()
+            .map(|e| ReplyEvent { event_type: e.event_type.clone(), seq: e.seq, data: e.data.clone() })
+            .collect(),
+    };
+    Some(Reply::success(&success))
 }
 
 /// The events of one command met while folding, to rebuild its reply.

@@ -84,8 +84,13 @@ impl CommandService {
         if !entry.loaded {
             self.catch_up(aggregate, &id, &mut entry).await?;
         }
+        // Every pass starts after a load or a catch-up (a conflict, a duplicate, a stale rejection), so the
+        // id is looked up in everything this engine knows of the aggregate before anything is decided.
         for _ in 0..MAX_ATTEMPTS {
             if let Some(reply) = entry.reply_for(&command_id) {
+                return Ok(reply);
+            }
+            if let Some(reply) = self.stored_reply(aggregate, &id, &command_id, &mut entry).await? {
                 return Ok(reply);
             }
             if let Some(expected) = ctx.expected_version {
@@ -167,6 +172,7 @@ impl CommandService {
                     entry.state = state;
                     entry.version += outgoing.len() as u64;
                     entry.last_seq = last_seq;
+                    entry.note_stored(&command_id, first_seq);
                     let success = Success {
                         ok: true,
                         aggregate: aggregate.name.clone(),
@@ -201,6 +207,28 @@ impl CommandService {
             ErrorCode::Unavailable,
             format!("{aggregate_name} {id} changed under {MAX_ATTEMPTS} attempts in a row; try again"),
         ))
+    }
+
+    /// The reply to a command id stored in the aggregate's history before the dedup window (or by another
+    /// engine while this one was paused): the original outcome, rebuilt from its events, never a second
+    /// append. Remembered in the window, so a burst of repeats reads the stream once.
+    async fn stored_reply(
+        &self,
+        aggregate: &Aggregate,
+        id: &str,
+        command_id: &str,
+        entry: &mut Entry,
+    ) -> Result<Option<Arc<Reply>>, Failure> {
+        let Some(first_seq) = entry.stored_seq(command_id) else { return Ok(None) };
+        let events = self.store.load(&aggregate.name, id, first_seq).await.map_err(store_failure)?;
+        let Some(reply) = super::cache::stored_reply(aggregate, command_id, &events) else {
+            // Another id with the same hash: this command is new.
+            return Ok(None);
+        };
+        tracing::info!(aggregate = %aggregate.name, %id, %command_id, seq = first_seq, "a stored command was sent again; answered with its original outcome");
+        let reply = Arc::new(reply);
+        entry.remember(command_id, Utc::now(), reply.clone(), self.window);
+        Ok(Some(reply))
     }
 
     /// Reads the events after the entry's last sequence and folds them in. An event that cannot be read or

@@ -1,8 +1,15 @@
 //! Reading the event stream in order from a bookmark, with an ordered consumer. Errors are logged and
 //! retried with backoff forever: a lost connection never silently ends a reader.
+//!
+//! A reader also resumes at once after an outage instead of waiting for the ordered consumer to notice: a
+//! restarted server or a new stream leader loses the consumer, and the client only finds out after two
+//! missed idle heartbeats (30 s by default), logging nothing meanwhile. So while it waits, the feed looks
+//! every [`STALL_TICK`] whether the client reconnected since the consumer was made, or whether a message it
+//! should read has been waiting for a whole tick; either way it makes a new consumer from where it is.
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::{Stream, StreamExt};
@@ -66,7 +73,24 @@ pub struct Feed {
     /// The open consumer reads the whole stream and this feed drops what the filters do not match.
     local_filter: bool,
     backoff: Duration,
+    /// The client's connection count when the open consumer was made.
+    connects: u64,
+    /// `next_seq`, and since when, while idle looks find a message waiting for this feed.
+    waiting: Option<(u64, Instant)>,
+    /// How long a message may wait undelivered before the consumer is replaced.
+    patience: Duration,
+    /// `next_seq` at the last replacement for a waiting message.
+    stalled_at: Option<u64>,
 }
+
+/// How long a reader waits for messages before it looks whether it should have had some.
+const STALL_TICK: Duration = Duration::from_millis(500);
+/// The most [`Feed::patience`] grows to: when replacing the consumer does not help at the same place, the
+/// server may just be slow to find the next match (a sparse filter over a long stream), not stalled.
+const MAX_PATIENCE: Duration = Duration::from_secs(30);
+/// The longest wait before opening a consumer again: short, because what fails is usually the server
+/// coming back, and readers should follow within a second once it is.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A catch-up of at least this many matching events may read unfiltered.
 const LOCAL_FILTER_MIN: u64 = 10_000;
@@ -82,7 +106,15 @@ impl Feed {
             messages: None,
             local_filter: false,
             backoff: Duration::ZERO,
+            connects: 0,
+            waiting: None,
+            patience: STALL_TICK,
+            stalled_at: None,
         }
+    }
+
+    fn connects(&self) -> u64 {
+        self.store.client().statistics().connects.load(Ordering::Relaxed)
     }
 
     /// The next sequence it will read.
@@ -104,9 +136,13 @@ impl Feed {
                     if !self.backoff.is_zero() {
                         tokio::time::sleep(self.backoff).await;
                     }
+                    // Read before opening, so a reconnect while opening counts as one after it.
+                    let connects = self.connects();
                     match open(self.store.clone(), self.filters.clone(), self.next_seq, max).await {
                         Ok((messages, local_filter)) => {
                             self.local_filter = local_filter;
+                            self.connects = connects;
+                            self.waiting = None;
                             self.messages.insert(messages)
                         }
                         Err(e) => {
@@ -116,8 +152,15 @@ impl Feed {
                     }
                 }
             };
-            match messages.next().await {
-                Some(chunk) => {
+            let next = tokio::time::timeout(STALL_TICK, messages.next()).await;
+            match next {
+                Err(_idle) => {
+                    if let Some(reason) = self.stalled().await {
+                        tracing::warn!(reader = %self.name, next_seq = self.next_seq, %reason, "stream reader stalled; reading on with a new consumer");
+                        self.messages = None;
+                    }
+                }
+                Ok(Some(chunk)) => {
                     let (batch, error) = self.take(chunk);
                     if let Some(e) = error {
                         // Reopen from after the last message taken; what was read is still returned.
@@ -131,9 +174,40 @@ impl Feed {
                         return batch;
                     }
                 }
-                None => self.fail("the consumer ended"),
+                Ok(None) => self.fail("the consumer ended"),
             }
         }
+    }
+
+    /// Why the open consumer should be replaced, after a tick without messages: the client reconnected
+    /// since it was made (the server restarted, or the client moved to another one), or a message this
+    /// feed reads waited a whole tick without being delivered (the consumer or its stream leader is gone).
+    async fn stalled(&mut self) -> Option<String> {
+        if self.connects() != self.connects {
+            return Some("the connection to NATS was re-established; the consumer may be gone".into());
+        }
+        match self.store.next_matching_seq(&self.filters, self.next_seq).await {
+            Ok(Some(seq)) => match self.waiting {
+                Some((at, since)) if at == self.next_seq => {
+                    if since.elapsed() >= self.patience {
+                        let waited = since.elapsed();
+                        // Stuck at the same place again: wait longer next time.
+                        self.patience = if self.stalled_at == Some(self.next_seq) {
+                            (self.patience * 2).min(MAX_PATIENCE)
+                        } else {
+                            STALL_TICK
+                        };
+                        self.stalled_at = Some(self.next_seq);
+                        return Some(format!("seq {seq} has waited {waited:?} but the consumer delivers nothing"));
+                    }
+                }
+                _ => self.waiting = Some((self.next_seq, Instant::now())),
+            },
+            Ok(None) => self.waiting = None,
+            // The server is unreachable: the client reconnects, and the next tick sees it.
+            Err(e) => tracing::debug!(reader = %self.name, error = %e, "cannot look for waiting messages"),
+        }
+        None
     }
 
     /// Reads on in a task of its own, so the next batch arrives while the caller works on this one. The
@@ -158,7 +232,7 @@ impl Feed {
 
     fn fail(&mut self, error: &str) {
         self.messages = None;
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
         tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff, %error, "stream read failed; retrying");
     }
 

@@ -7,6 +7,9 @@ use async_nats::{Client, ConnectOptions};
 use super::{Error, Result};
 use crate::config::NatsConfig;
 
+/// The longest wait between two attempts to reconnect.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+
 /// Connects to `url` with the credentials in `config`. The first connection must succeed (so a wrong URL is
 /// reported at once); after that the client reconnects forever.
 pub async fn connect(url: &str, config: &NatsConfig, name: &str) -> Result<Client> {
@@ -15,6 +18,12 @@ pub async fn connect(url: &str, config: &NatsConfig, name: &str) -> Result<Clien
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
+        // The default grows to 4 s between attempts: after a server restart of a few seconds, eddy would sit
+        // idle for up to that long after the server is back. A connection attempt is cheap.
+        .reconnect_delay_callback(|attempts| {
+            let exp = attempts.saturating_sub(1).min(20) as u32;
+            Duration::from_millis(2u64.pow(exp).saturating_sub(1)).min(RECONNECT_DELAY_MAX)
+        })
         .request_timeout(Some(Duration::from_secs(10)));
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.user_and_password(user.clone(), password.clone());

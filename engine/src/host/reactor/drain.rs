@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::effects::{Done, Failed};
-use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_BACKOFF};
+use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_BACKOFF, RECONNECT_BACKOFF};
 use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
@@ -77,6 +77,19 @@ impl Runner {
         Flow::Go
     }
 
+    /// Drops what this engine left in its outbox when it lost the lease and another engine has handled
+    /// since: that engine decided the same events and ran the same actions (same effect ids) itself.
+    /// Running them again, maybe long after, would repeat publishes and, past the dedup window, emits.
+    /// This engine's own entries are always past any watermark it wrote (it moves the mark only when its
+    /// outbox is empty), so an entry at or below the mark, unless put back by a retry, is another's.
+    pub(super) fn drop_handled_elsewhere(&self) {
+        let Ok(outbox) = self.shared.state.outbox() else { return };
+        for pending in outbox.iter().filter(|p| !p.redriven && p.seq <= self.mark.handled_seq) {
+            tracing::info!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, handled_seq = self.mark.handled_seq, "dropping an action left from a lost lease: another engine has handled it");
+            self.done(pending, None);
+        }
+    }
+
     /// Waits until the server has the publishes: a round trip on the same connection. Until one succeeds they
     /// are sent again (same effect ids), so an idle reactor does not leave them waiting for its next event.
     /// False if cancelled first.
@@ -92,8 +105,11 @@ impl Runner {
             if !sleep(&self.cancel, backoff).await {
                 return false;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF);
             for pending in publishes {
+                if !self.lease.check().await {
+                    return false;
+                }
                 if let Err(e) = self.host.effects.run(self.name(), pending).await {
                     tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, "publish failed; retrying");
                 }
@@ -108,14 +124,23 @@ impl Runner {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
+            // Right before the action, so that an engine that was paused past its lease acts no more (the
+            // residual window is described in `lease.rs`).
+            if !self.lease.check().await {
+                return Err(Flow::Cancelled);
+            }
             match self.host.effects.run(self.name(), pending).await {
                 Ok(done) => {
                     if let Done::Command(Some(rejection)) = &done {
                         if let Some(append) = self.shared.logic.on_rejected(pending, rejection) {
                             let cancel = self.cancel.clone();
                             let effects = &self.host.effects;
-                            let recorded = retry_forever(&cancel, self.name(), "recording a rejection", || {
-                                effects.record(&append)
+                            let lease = &self.lease;
+                            let recorded = retry_forever(&cancel, self.name(), "recording a rejection", || async {
+                                if !lease.check().await {
+                                    return Err(Failed::Disconnected("the lease is lost".into()));
+                                }
+                                effects.record(&append).await
                             });
                             if recorded.await.is_none() {
                                 return Err(Flow::Cancelled);
@@ -130,6 +155,12 @@ impl Runner {
                 }
                 Err(Failed::Disconnected(e)) => {
                     tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, retry_in = ?backoff, "NATS unreachable; retrying the action");
+                    if !sleep(&self.cancel, backoff).await {
+                        return Err(Flow::Cancelled);
+                    }
+                    // NATS coming back should not wait out a long backoff.
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF);
+                    continue;
                 }
                 Err(Failed::Transient(e)) if attempt < policy.max_retries => {
                     attempt += 1;
@@ -203,6 +234,10 @@ impl Runner {
         if self.shared.state.outbox().map(|o| !o.is_empty()).unwrap_or(true) {
             return;
         }
+        // Only the holder speaks for what has been handled.
+        if !self.lease.check().await {
+            return;
+        }
         let mark = Mark { handled_seq: self.bookmark, ..self.mark };
         match self.host.watermarks.put(self.name(), mark).await {
             Ok(()) => {
@@ -230,7 +265,7 @@ impl Runner {
             let mut outbox = Vec::new();
             let mut parked = Vec::new();
             match item.action {
-                Some(pending) => outbox.push(pending),
+                Some(pending) => outbox.push(Pending { redriven: true, ..pending }),
                 None => {
                     let store = self.host.effects.store().clone();
                     let cancel = self.cancel.clone();

@@ -212,6 +212,18 @@ impl Effects {
         // engine got there first; reloading settles it, and the msg id makes the repeat a no-op.
         for _ in 0..16 {
             let last = store.last_event(aggregate, key).await.map_err(unavailable)?;
+            // Stored already, maybe before the dedup window (an engine woken from a long pause, a stale
+            // outbox): the msg id alone would not catch it then. It can only lie after the event that caused
+            // it, and usually nothing does, so the subject is read only when something is there.
+            if let Some(last) = last.as_ref().filter(|e| e.seq > p.seq) {
+                if last.command_id == p.id {
+                    return Ok(Done::Emitted);
+                }
+                let newer = store.load(aggregate, key, p.seq + 1).await.map_err(unavailable)?;
+                if newer.iter().any(|e| e.command_id == p.id) {
+                    return Ok(Done::Emitted);
+                }
+            }
             let (expected, version) = last.map_or((0, 0), |e| (e.seq, e.version));
             let event = OutgoingEvent {
                 event_type: event_type.to_string(),

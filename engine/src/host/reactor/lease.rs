@@ -1,10 +1,29 @@
 //! One engine at a time runs a given reactor. It holds the reactor's lease, a key in the KV bucket
 //! `<stream>_leases`, renews it every third of [`LEASE_TTL`], and loses it when it stops renewing: the
-//! bucket's max age removes the key. Without a lease, two engines would both run every action. Commands and
-//! emits dedup, but a command rejected on one engine could succeed on the other moments later (rejections
-//! are not stored), and publishes would repeat. During a hand-over both may briefly act. Transitions stay
-//! exactly once, because they are appended with the expected sequence.
+//! bucket's max age removes the key. Without a lease, two engines would both run every action.
+//!
+//! Holding the key is not enough: an engine paused (SIGSTOP, a frozen VM) for longer than the TTL wakes up
+//! believing it still holds a lease that another engine took meanwhile, with actions half-way. So the lease
+//! is also a fence, checked right before every action ([`Lease::check`]):
+//! - After each write of the key this engine knows a lower bound of when the server can expire it: the
+//!   instant the write was sent plus the TTL (the server stamps the key later than that). Up to that instant,
+//!   less [`MARGIN`], no other engine can hold the lease, whatever happened to this process; the monotonic
+//!   clock ([`Instant`]) keeps counting while the process is stopped, so a pause shows as an expired deadline.
+//! - Past that instant the engine acts again only after writing the key with the revision it last wrote
+//!   (compare-and-set). That succeeds only if nobody created the key since, so nobody acted meanwhile. If it
+//!   fails, the lease is gone: the reactor stops and stands by until it acquires the lease again.
+//!
+//! What remains is the time between a check and the action it guards. Appends carry their own fence
+//! (transitions the expected subject sequence, commands their id checked against the aggregate's whole
+//! history, emits a look at what their subject holds after the causing event, then the expected sequence),
+//! so a pause there cannot store anything twice. Timers are set by subject, and a firing for a state the
+//! instance has left is ignored. A core NATS publish cannot be fenced by the server: a pause longer than the lease's remaining validity
+//! that falls exactly between the check and the socket write can deliver it after another engine delivered
+//! the same effect id. The check runs immediately before each publish to make that window a few
+//! instructions wide; receivers drop a repeat by `Eddy-Effect-Id`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
@@ -15,6 +34,11 @@ use super::watermark::Error;
 
 /// How long a lease outlives its holder's last renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How much earlier than the server could expire the key the holder stops trusting it: room for the two
+/// clocks to run at slightly different rates.
+const MARGIN: Duration = Duration::from_secs(1);
+/// How soon a lease is asked for again when the server did not answer (rather than refused).
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(500);
 
 /// The lease bucket, and who this engine is in it.
 pub struct Leases {
@@ -41,31 +65,50 @@ impl Leases {
         Ok(Self { kv, holder })
     }
 
-    /// Waits until this engine holds `name`'s lease; its revision, or `None` if cancelled first.
-    pub async fn acquire(&self, name: &str, cancel: &CancellationToken) -> Option<u64> {
+    /// Waits until this engine holds `name`'s lease, or `None` if `term` is cancelled first. The lease ends
+    /// `term` when it is lost.
+    pub async fn acquire(&self, name: &str, term: CancellationToken) -> Option<Lease> {
         let mut waiting = false;
         loop {
-            match self.kv.create(name, self.holder.clone().into()).await {
+            let sent = Instant::now();
+            let wait = match self.kv.create(name, self.holder.clone().into()).await {
                 Ok(revision) => {
                     if waiting {
                         tracing::info!(reactor = %name, "took over the reactor's lease");
                     }
-                    return Some(revision);
+                    return Some(self.lease(name, revision, sent, term));
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let sent = Instant::now();
                     if let Some(revision) = self.reclaim(name).await {
-                        return Some(revision);
+                        return Some(self.lease(name, revision, sent, term));
                     }
                     if !waiting {
                         tracing::info!(reactor = %name, "another engine runs this reactor; standing by");
                         waiting = true;
                     }
+                    LEASE_TTL / 3
                 }
-                Err(e) => tracing::warn!(reactor = %name, error = %e, "cannot take the reactor's lease; retrying"),
-            }
-            if !sleep(cancel, LEASE_TTL / 3).await {
+                Err(e) => {
+                    tracing::warn!(reactor = %name, error = %e, "cannot take the reactor's lease; retrying");
+                    UNREACHABLE_RETRY
+                }
+            };
+            if !sleep(&term, wait).await {
                 return None;
             }
+        }
+    }
+
+    fn lease(&self, name: &str, revision: u64, sent: Instant, term: CancellationToken) -> Lease {
+        Lease {
+            kv: self.kv.clone(),
+            name: name.to_string(),
+            holder: self.holder.clone(),
+            revision: tokio::sync::Mutex::new(revision),
+            valid_until: Mutex::new(sent + LEASE_TTL - MARGIN),
+            term,
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -77,33 +120,123 @@ impl Leases {
         }
         self.kv.update(name, self.holder.clone().into(), entry.revision).await.ok()
     }
+}
 
-    /// Renews the lease until `term` is cancelled (then gives it up), or cancels `term` when it is lost.
-    pub async fn keep(&self, name: &str, mut revision: u64, term: CancellationToken) {
-        let mut renewed = Instant::now();
+/// Why a renewal did not work.
+#[derive(Debug, thiserror::Error)]
+enum Renewal {
+    /// Another engine wrote the key, or it expired: someone else may be acting.
+    #[error("the lease was taken over or expired")]
+    Lost,
+    #[error("the lease bucket did not answer: {0}")]
+    Unreachable(String),
+}
+
+/// A held lease: renewed by [`Lease::keep`], checked by the runner before every action.
+pub struct Lease {
+    kv: kv::Store,
+    name: String,
+    holder: String,
+    /// The revision this engine last wrote; locked while writing so the keeper and a check never race.
+    revision: tokio::sync::Mutex<u64>,
+    /// Until when no other engine can hold the lease, by this machine's monotonic clock.
+    valid_until: Mutex<Instant>,
+    /// Cancelled when the lease is lost or given up: everything acting under it stops.
+    term: CancellationToken,
+    lost: AtomicBool,
+}
+
+impl Lease {
+    /// Whether this engine may act now: at once while the lease is surely valid, otherwise after confirming
+    /// with a compare-and-set of the key that nobody took it since the last write. False means the lease is
+    /// given up (its term is cancelled) and nothing may run until it is acquired again.
+    pub async fn check(&self) -> bool {
+        if self.term.is_cancelled() {
+            return false;
+        }
+        if !self.expired() {
+            return true;
+        }
+        // Concurrent actions all land here after a pause: the first confirms, the others see its outcome.
+        let mut revision = self.revision.lock().await;
+        if self.term.is_cancelled() {
+            return false;
+        }
+        if !self.expired() {
+            return true;
+        }
+        tracing::warn!(reactor = %self.name, "the reactor's lease is past its renewal deadline (paused, or renewals failing); confirming it before acting");
+        match self.renew(&mut revision).await {
+            Ok(()) => {
+                tracing::info!(reactor = %self.name, "the lease is still this engine's; acting again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(reactor = %self.name, error = %e, "the reactor's lease is no longer sure; stopping its actions and standing by");
+                self.give_up();
+                false
+            }
+        }
+    }
+
+    /// Whether the lease was lost or could not be confirmed (rather than given back on a stop).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn give_up(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.term.cancel();
+    }
+
+    /// Writes the key over the revision last written, moving the deadline on.
+    async fn renew(&self, revision: &mut u64) -> Result<(), Renewal> {
+        let sent = Instant::now();
+        match self.kv.update(&self.name, self.holder.clone().into(), *revision).await {
+            Ok(r) => {
+                *revision = r;
+                *self.valid_until.lock().expect("lock") = sent + LEASE_TTL - MARGIN;
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(Renewal::Lost),
+            Err(e) => Err(Renewal::Unreachable(e.to_string())),
+        }
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= *self.valid_until.lock().expect("lock")
+    }
+
+    /// Renews the lease until its term is cancelled (then gives it up), or cancels the term when it is lost
+    /// or its deadline passes without a renewal.
+    pub async fn keep(&self) {
         loop {
-            if !sleep(&term, LEASE_TTL / 3).await {
-                if let Err(e) = self.kv.delete_expect_revision(name, Some(revision)).await {
-                    tracing::debug!(reactor = %name, error = %e, "lease not released; it expires");
+            if !sleep(&self.term, LEASE_TTL / 3).await {
+                let revision = *self.revision.lock().await;
+                if let Err(e) = self.kv.delete_expect_revision(&self.name, Some(revision)).await {
+                    tracing::debug!(reactor = %self.name, error = %e, "lease not released; it expires");
                 }
                 return;
             }
-            match self.kv.update(name, self.holder.clone().into(), revision).await {
-                Ok(r) => {
-                    revision = r;
-                    renewed = Instant::now();
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!(reactor = %name, "lost the reactor's lease to another engine; standing by");
-                    term.cancel();
+            let renewed = {
+                let mut revision = self.revision.lock().await;
+                self.renew(&mut revision).await
+            };
+            match renewed {
+                Ok(()) => {}
+                Err(Renewal::Lost) => {
+                    tracing::warn!(reactor = %self.name, "lost the reactor's lease to another engine; standing by");
+                    self.give_up();
                     return;
                 }
-                Err(e) if renewed.elapsed() >= LEASE_TTL => {
-                    tracing::warn!(reactor = %name, error = %e, "could not renew the reactor's lease in time; standing by");
-                    term.cancel();
+                Err(e) if self.expired() => {
+                    tracing::warn!(reactor = %self.name, error = %e, "could not renew the reactor's lease in time; standing by");
+                    self.give_up();
                     return;
                 }
-                Err(e) => tracing::warn!(reactor = %name, error = %e, "cannot renew the reactor's lease; retrying"),
+                Err(e) => {
+                    tracing::warn!(reactor = %self.name, error = %e, "cannot renew the reactor's lease; retrying")
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value as Json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::lease::Leases;
+use super::lease::{Lease, Leases};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
 use super::{effect_id, Effects, Entries, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
@@ -23,6 +23,8 @@ const BATCH: usize = 8192;
 /// How often the watermark follows a bookmark that moved without actions.
 pub(super) const MARK_EVERY: Duration = Duration::from_secs(1);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to reach NATS (a lost connection, a restarting server).
+pub(super) const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What operators see a reactor doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,14 +125,15 @@ pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
     let name = shared.name().to_string();
     loop {
         shared.set_status(Status::Standby);
-        let Some(revision) = host.leases.acquire(&name, &shared.cancel).await else { break };
         // Cancelled when the lease is lost or the reactor stops; the keeper is owned by this loop.
         let term = shared.cancel.child_token();
+        let Some(lease) = host.leases.acquire(&name, term.clone()).await else { break };
+        let lease = Arc::new(lease);
         let keeper = {
-            let (host, name, term) = (host.clone(), name.clone(), term.clone());
-            tokio::spawn(async move { host.leases.keep(&name, revision, term).await })
+            let lease = lease.clone();
+            tokio::spawn(async move { lease.keep().await })
         };
-        if let Some(mut runner) = Runner::open(shared.clone(), host.clone(), term.clone()).await {
+        if let Some(mut runner) = Runner::open(shared.clone(), host.clone(), lease, term.clone()).await {
             runner.run().await;
             runner.finish().await;
         }
@@ -150,6 +153,8 @@ pub(super) struct Runner {
     pub(super) host: Arc<Host>,
     /// Cancelled when the reactor stops or this engine loses its lease.
     pub(super) cancel: CancellationToken,
+    /// Checked right before every action: see [`Lease::check`].
+    pub(super) lease: Arc<Lease>,
     pub(super) mark: Mark,
     pub(super) mark_put: Instant,
     /// Actions of events up to here are not run: history at deployment, or already handled.
@@ -163,7 +168,12 @@ pub(super) struct Runner {
 impl Runner {
     /// Reads the watermark (creating it on first deployment), runs what a crash left in the outbox, and
     /// rebuilds the state if the definition changed. `None` if cancelled meanwhile.
-    async fn open(shared: Arc<Shared>, host: Arc<Host>, cancel: CancellationToken) -> Option<Runner> {
+    async fn open(
+        shared: Arc<Shared>,
+        host: Arc<Host>,
+        lease: Arc<Lease>,
+        cancel: CancellationToken,
+    ) -> Option<Runner> {
         let name = shared.name().to_string();
         let mark = match retry_forever(&cancel, &name, "reading the watermark", || host.watermarks.get(&name)).await? {
             Some(mark) => mark,
@@ -180,6 +190,7 @@ impl Runner {
             shared,
             host,
             cancel,
+            lease,
             mark,
             mark_put: Instant::now(),
             quiet_until: 0,
@@ -189,6 +200,7 @@ impl Runner {
         };
         // Decisions already committed are honoured, whatever definition made them.
         runner.bookmark = runner.shared.state.bookmark().unwrap_or(0);
+        runner.drop_handled_elsewhere();
         loop {
             match runner.drain().await {
                 Flow::Go => break,
@@ -352,6 +364,7 @@ impl Runner {
                 n,
                 correlation_id: correlation_id.clone(),
                 action,
+                redriven: force,
             });
         }
     }
@@ -434,7 +447,10 @@ impl Runner {
     }
 
     async fn finish(&mut self) {
-        self.advance_mark(true).await;
+        // A lost lease is another engine's to mark; this one's bookmark may be behind or ahead of its.
+        if !self.lease.lost() {
+            self.advance_mark(true).await;
+        }
         if let Err(e) = self.shared.state.flush().await {
             tracing::warn!(reactor = %self.name(), error = %e, "flushing the reactor's state failed");
         }
@@ -467,7 +483,9 @@ pub(super) async fn retry_forever<T, E: std::fmt::Display, F: std::future::Futur
                 if !sleep(cancel, backoff).await {
                     return None;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                // Capped low: what fails here is NATS itself, and once it is back the reactor should go on
+                // within a second, not sit out a long backoff.
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF);
             }
         }
     }

@@ -89,6 +89,11 @@ impl Runner {
 
     /// Stores `append`, waiting out an unreachable server.
     async fn store(&self, append: &Append) -> Result<(StoredEvent, Appended), Option<String>> {
+        // The expected sequence already keeps a transition single; an engine that lost its lease should not
+        // be deciding at all.
+        if !self.lease.check().await {
+            return Err(None);
+        }
         // Microseconds, as the stream will give the time back.
         let event = append.event(Utc::now().trunc_subsecs(6));
         let store = self.host.effects.store().clone();

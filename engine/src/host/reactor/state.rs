@@ -38,6 +38,10 @@ pub struct Pending {
     pub n: u32,
     pub correlation_id: String,
     pub action: Action,
+    /// Put back by `eddy reactors retry` (a parked action, or a parked event decided again): older than the
+    /// watermark, yet this engine's to run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redriven: bool,
 }
 
 /// An event whose decision failed, or an action that failed, set aside by `on_error = "park"`.
@@ -234,6 +238,7 @@ mod tests {
             n,
             correlation_id: String::new(),
             action: Action::Publish { subject: "s".into(), data: json!({}) },
+            redriven: false,
         }
     }
 
