@@ -48,7 +48,7 @@ pub fn bench_settings(server: &BenchServer, files: &[(&str, &str)]) -> anyhow::R
         std::fs::write(dir.path().join(name), text)?;
     }
     let mut settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    settings.engine.nats.url = Some(server.url.clone());
+    settings.engine.nats.url = Some(server.url.as_str().into());
     settings.engine.engine.data_dir = dir.path().join("data");
     Ok((dir, settings))
 }

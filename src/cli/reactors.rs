@@ -19,7 +19,7 @@ pub enum ReactorsAction {
 /// `eddy reactors`: a table of every reactor, or one action.
 pub async fn reactors(
     config: &Path,
-    server: Option<String>,
+    server: &super::Conn,
     action: Option<ReactorsAction>,
 ) -> anyhow::Result<ExitCode> {
     if let Some(action) = action {

@@ -67,11 +67,16 @@ impl Source {
                 Err(e) => errors.push(Some(shown), "", format!("TOML syntax error: {}", one_line(&e.to_string()))),
             }
         }
-        let env = Env::prefixed("EDDY_")
-            .split("__")
-            .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
-        figment = figment.merge(env);
-        Source { figment, root }
+        Source { figment: figment.merge(env()), root }
+    }
+
+    /// The defaults of `[nats]` and `[engine]` with the `EDDY_` env overrides, and no file.
+    pub fn env_only() -> Source {
+        let figment = Figment::new()
+            .merge(Serialized::default("nats", NatsConfig::default()))
+            .merge(Serialized::default("engine", EngineConfig::default()))
+            .merge(env());
+        Source { figment, root: PathBuf::new() }
     }
 
     /// The top-level keys present.
@@ -134,6 +139,13 @@ impl Source {
             key = key.rsplit_once('.')?.0;
         }
     }
+}
+
+/// `EDDY_NATS__URL` is `nats.url`; the variables that are not config keys are left out.
+fn env() -> Env {
+    Env::prefixed("EDDY_")
+        .split("__")
+        .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)))
 }
 
 /// Lists the TOML files of a config path, in path order.
