@@ -118,6 +118,9 @@ async fn a_cluster_list_starts_while_any_node_is_up_and_fails_when_none_is() {
     let data = tempfile::tempdir().unwrap();
     let eddy = engine(&example("bank", &format!("{dead},{}", nats.url()), data.path())).await;
     ok(&nats.client().await, "account.open", json!({"id": "c1", "owner": "cl"})).await;
+    // The same list from the environment, as a deployment would set it for a client verb.
+    let out = eddy_send("c2", &[], &[("EDDY_NATS__URL", &format!("{dead}, {}", nats.url()))], data.path()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     stop(eddy).await;
 
     let also_dead = format!("nats://127.0.0.1:{}", free_port());
