@@ -146,6 +146,16 @@ async fn each_role_of_the_deploy_config_can_do_its_work_and_no_more() {
     assert!(js.delete_stream("EVENTS").await.is_err(), "an operator deleted the stream");
     assert!(violation(&operator_errors, "$JS.API.STREAM.DELETE.EVENTS").await);
 
+    // `eddy record` as the operator: ordered consumers on the stream are within its rights.
+    let record = tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["record", "--server", &nats.url(), "--user", "operator", "--password", OPERATOR_PW, "--config"])
+        .arg(data.path().join("none.toml"))
+        .output()
+        .await
+        .expect("eddy record runs");
+    assert!(record.status.success(), "{}", String::from_utf8_lossy(&record.stderr));
+    assert_eq!(String::from_utf8_lossy(&record.stdout).lines().count(), before as usize);
+
     assert_eq!(last_seq(&as_engine).await, before, "nothing was written or removed");
     stop(eddy).await;
 }
@@ -188,5 +198,78 @@ async fn client_verbs_present_an_nkey() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ok\": true"));
     let refused = send(&[]).await.expect("eddy send runs");
     assert!(!refused.status.success(), "a client without the nkey was let in");
+    stop(eddy).await;
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+fn certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, san, usage) in [
+        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", "client", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![san.to_string()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn engine_and_client_verbs_use_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+    let config = d.join("tls.conf");
+    let file = |name: &str| format!("{:?}", d.join(name));
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:4222\njetstream {{\n  store_dir: x\n}}\ntls {{\n  cert_file: {}\n  key_file: {}\n  \
+             ca_file: {}\n  verify: true\n}}\n",
+            file("server.pem"),
+            file("server.key"),
+            file("ca.pem")
+        ),
+    )
+    .unwrap();
+    let tls = eddy_engine::config::TlsConfig {
+        ca_file: Some(d.join("ca.pem")),
+        cert_file: Some(d.join("client.pem")),
+        key_file: Some(d.join("client.key")),
+    };
+    let nats = ConfServer::start(&config, &[], || {
+        ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(d.join("ca.pem"))
+            .add_client_certificate(d.join("client.pem"), d.join("client.key"))
+    })
+    .await;
+    let mut settings = example("bank", &nats.url(), &d.join("data"));
+    settings.engine.nats.tls = Some(tls);
+    let eddy = engine(&settings).await;
+
+    let send = |extra: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["send", "account.open", r#"{"id":"m1","owner":"tls"}"#, "--server", &nats.url()])
+            .args(extra)
+            .arg("--config")
+            .arg(d.join("none.toml"))
+            .output()
+    };
+    let ca = format!("--tls-ca={}", d.join("ca.pem").display());
+    let cert = format!("--tls-cert={}", d.join("client.pem").display());
+    let key = format!("--tls-key={}", d.join("client.key").display());
+    let out = send(vec![ca.clone(), cert, key]).await.expect("eddy send runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = send(vec![ca]).await.expect("eddy send runs");
+    assert!(!refused.status.success(), "a client without a certificate was let in");
     stop(eddy).await;
 }

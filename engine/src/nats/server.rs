@@ -349,3 +349,26 @@ impl Supervisor {
         let _joined = self.handle.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_config_quotes_credentials_and_syncs_always_by_default() {
+        let mut spec = Embedded::scratch(4222, Path::new("/data/nats"));
+        spec.sync = SyncMode::Always;
+        spec.auth = Some(EmbeddedAuth::UserPassword { user: "ann".into(), password: r#"p"w\x"#.into() });
+        let text = spec.config_text("eddy-1").unwrap();
+        assert!(text.contains("sync_interval: always"), "{text}");
+        assert!(text.contains(r#"password: "p\"w\\x""#), "{text}");
+        assert!(text.contains(r#"listen: "127.0.0.1:4222""#), "{text}");
+
+        spec.sync = SyncMode::Default;
+        spec.auth = Some(EmbeddedAuth::Token("a\nb".into()));
+        assert!(spec.config_text("eddy-1").is_err(), "a control character would end the string early");
+        spec.auth = None;
+        let text = spec.config_text("eddy-1").unwrap();
+        assert!(!text.contains("sync_interval") && !text.contains("authorization"), "{text}");
+    }
+}
