@@ -91,6 +91,7 @@ pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {
     if path.exists() {
         load(path).map(|s| s.engine)
     } else {
-        Config::from_env(path).map_err(|errors| anyhow::anyhow!("{} config error(s) in EDDY_ env:\n{errors}", errors.len()))
+        Config::from_env(path)
+            .map_err(|errors| anyhow::anyhow!("{} config error(s) in EDDY_ env:\n{errors}", errors.len()))
     }
 }

@@ -113,7 +113,9 @@ impl Embedded {
     fn connect_options(&self) -> async_nats::ConnectOptions {
         let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
         match &self.auth {
-            Some(EmbeddedAuth::UserPassword { user, password }) => options.user_and_password(user.clone(), password.clone()),
+            Some(EmbeddedAuth::UserPassword { user, password }) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
             Some(EmbeddedAuth::Token(token)) => options.token(token.clone()),
             None => options,
         }
