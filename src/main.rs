@@ -29,14 +29,6 @@ struct ConfigArg {
     config: PathBuf,
 }
 
-/// How to reach a running engine.
-#[derive(clap::Args, Clone)]
-struct ServerArg {
-    /// NATS URL of a running engine; default: the config's nats.url, else the embedded server's port.
-    #[arg(long)]
-    server: Option<String>,
-}
-
 #[derive(Subcommand)]
 enum Verb {
     /// Run the engine (with an embedded nats-server unless nats.url is set).
@@ -61,7 +53,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Show an aggregate's events, each with the state after it.
     History {
@@ -73,7 +65,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Show every view (status, position, lag, documents), or rebuild one: eddy views rebuild balances
     Views {
@@ -82,7 +74,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Show every reactor (status, position, lag, parked, counts), or retry or rebuild one.
     Reactors {
@@ -91,7 +83,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// A saga's instances (state, age, last transition), or one instance's history: eddy sagas transfer t1
     Sagas {
@@ -112,7 +104,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
     Query {
@@ -136,7 +128,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Write a stretch of the event stream as a recording (JSON Lines): eddy record > rec.jsonl
     Record {
@@ -161,7 +153,7 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        server: ServerArg,
+        server: cli::Conn,
     },
     /// Replay a recording offline through the config and print what it decides: eddy replay rec.jsonl
     Replay {
@@ -203,30 +195,30 @@ fn main() -> ExitCode {
             Verb::Validate(c) => cli::validate(&c.config),
             Verb::Send { target, body, command_id, expected_version, correlation_id, config, server } => {
                 let headers = cli::SendHeaders { command_id, expected_version, correlation_id };
-                cli::send(&config.config, server.server, &target, &body, headers).await
+                cli::send(&config.config, &server, &target, &body, headers).await
             }
             Verb::History { aggregate, id, at_version, config, server } => {
-                cli::history(&config.config, server.server, &aggregate, &id, at_version).await
+                cli::history(&config.config, &server, &aggregate, &id, at_version).await
             }
             Verb::Views { action, config, server } => {
                 let rebuild = action.map(|ViewsAction::Rebuild { name }| name);
-                cli::views(&config.config, server.server, rebuild).await
+                cli::views(&config.config, &server, rebuild).await
             }
-            Verb::Reactors { action, config, server } => cli::reactors(&config.config, server.server, action).await,
+            Verb::Reactors { action, config, server } => cli::reactors(&config.config, &server, action).await,
             Verb::Sagas { saga, id, state, stuck, active, limit, config, server } => {
                 let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
-                cli::sagas(&config.config, server.server, args).await
+                cli::sagas(&config.config, &server, args).await
             }
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
                 let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };
-                cli::query(&config.config, server.server, args).await
+                cli::query(&config.config, &server, args).await
             }
             Verb::Record { subjects, from_seq, to_seq, since, until, out, config, server } => {
                 let mut range = eddy::record::Range { from_seq, to_seq, since, until, ..Default::default() };
                 if !subjects.is_empty() {
                     range.subjects = subjects;
                 }
-                cli::record(&config.config, server.server, range, out).await
+                cli::record(&config.config, &server, range, out).await
             }
             Verb::Replay { recording, format, out, check, update, config } => {
                 cli::replay(&config.config, cli::ReplayArgs { recording, format, out, check, update })

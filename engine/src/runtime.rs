@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, CommandService};
 use crate::config::Config;
-use crate::nats::{self, NatsServer, Supervisor};
+use crate::nats::{self, Embedded, NatsServer, Supervisor};
 use crate::store::{self, EventStore};
 
 /// The service name seen by `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`.
@@ -63,19 +63,20 @@ impl Engine {
     /// Starts the embedded nats-server when `nats.url` is absent, connects, prepares the stream and starts
     /// serving commands.
     pub async fn start(config: &Config) -> Result<Engine> {
-        let (url, server) = match &config.nats.url {
-            Some(url) => (url.clone(), None),
+        let (urls, server) = match &config.nats.url {
+            Some(urls) => (urls.0.clone(), None),
             None => {
                 let binary = nats::locate_binary()?;
-                let store_dir = config.engine.data_dir.join("nats");
-                let server = NatsServer::start(&binary, config.nats.port, &store_dir).await?;
+                let server = NatsServer::start_with(&binary, &Embedded::from_config(config)).await?;
                 tracing::info!(url = %server.url(), binary = %binary.display(), "embedded nats-server started");
                 let token = CancellationToken::new();
                 let url = server.url();
-                (url, Some((Supervisor::spawn(server, token.clone()), token)))
+                (vec![url], Some((Supervisor::spawn(server, token.clone()), token)))
             }
         };
-        let client = nats::connect(&url, &config.nats, "eddy").await?;
+        let client = nats::connect(&urls, &config.nats, "eddy").await?;
+        // Shown in logs and by `url()`: never with a password in it.
+        let url = nats::redact_all(&urls);
         let store = EventStore::open(client.clone(), &config.engine).await?;
         let service = client
             .service_builder()
@@ -97,7 +98,7 @@ impl Engine {
         Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
     }
 
-    /// The NATS URL the engine uses.
+    /// The NATS URLs the engine uses, comma-separated, with passwords and tokens redacted.
     pub fn url(&self) -> &str {
         &self.url
     }

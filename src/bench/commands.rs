@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.common.server.clone()).await?;
+    let server = BenchServer::start(&args.common).await?;
     let (_dir, settings) = bench_settings(&server, &[("account.toml", ACCOUNT_TOML)])?;
     let config = settings.engine;
     let engine = Engine::start(&config).await.context("starting eddy")?;
@@ -114,11 +114,13 @@ fn report(args: &Args, floor: &Run, eddy: &Run) -> anyhow::Result<ExitCode> {
             "p50_us": p50,
             "p99_us": p99,
             "rss_mb": (rss * 10.0).round() / 10.0,
+            "sync": if args.common.server.is_some() { "server's own" } else { args.common.sync.name() },
         });
         println!("{out}");
     } else {
+        let sync = if args.common.server.is_some() { "the server's own" } else { args.common.sync.name() };
         println!(
-            "bench commands: {} deposits over {} accounts, {} in flight",
+            "bench commands: {} deposits over {} accounts, {} in flight, sync {sync}",
             args.count, args.aggregates, args.in_flight
         );
         println!(

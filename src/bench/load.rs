@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::Client;
 use bytes::Bytes;
-use eddy_engine::nats::{locate_binary, NatsServer};
+use eddy_engine::config::SyncMode;
+use eddy_engine::nats::{locate_binary, Embedded, NatsServer};
 use hdrhistogram::Histogram;
 use tempfile::TempDir;
 
@@ -20,6 +21,33 @@ pub struct CommonArgs {
     /// Run against this NATS server (a scratch one: the benchmark writes to `events.>`).
     #[arg(long)]
     pub server: Option<String>,
+    /// How the benchmark's own server syncs writes to disk: `always` (eddy's embedded default) or
+    /// `default` (nats-server's 2-minute interval). Ignored with --server.
+    #[arg(long, value_enum, default_value_t = SyncArg::Always)]
+    pub sync: SyncArg,
+}
+
+/// `nats.sync` as a flag.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum SyncArg {
+    Always,
+    Default,
+}
+
+impl SyncArg {
+    pub fn mode(self) -> SyncMode {
+        match self {
+            SyncArg::Always => SyncMode::Always,
+            SyncArg::Default => SyncMode::Default,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncArg::Always => "always",
+            SyncArg::Default => "default",
+        }
+    }
 }
 
 /// The server a benchmark runs against: its own, or `--server`.
@@ -29,13 +57,14 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
-    pub async fn start(server: Option<String>) -> anyhow::Result<Self> {
-        if let Some(url) = server {
-            return Ok(Self { url, _own: None });
+    pub async fn start(args: &CommonArgs) -> anyhow::Result<Self> {
+        if let Some(url) = &args.server {
+            return Ok(Self { url: url.clone(), _own: None });
         }
         let dir = tempfile::tempdir().context("temp dir")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let server = NatsServer::start(&locate_binary()?, port, &dir.path().join("nats")).await?;
+        let spec = Embedded { sync: args.sync.mode(), ..Embedded::scratch(port, &dir.path().join("nats")) };
+        let server = NatsServer::start_with(&locate_binary()?, &spec).await?;
         Ok(Self { url: server.url(), _own: Some((server, dir)) })
     }
 }
@@ -48,7 +77,7 @@ pub fn bench_settings(server: &BenchServer, files: &[(&str, &str)]) -> anyhow::R
         std::fs::write(dir.path().join(name), text)?;
     }
     let mut settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    settings.engine.nats.url = Some(server.url.clone());
+    settings.engine.nats.url = Some(server.url.as_str().into());
     settings.engine.engine.data_dir = dir.path().join("data");
     Ok((dir, settings))
 }

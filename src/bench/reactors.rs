@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.common.server.clone()).await?;
+    let server = BenchServer::start(&args.common).await?;
     let (_dir, settings) =
         bench_settings(&server, &[("product.toml", PRODUCT_TOML), ("low-stock.toml", LOW_STOCK_TOML)])?;
     let client = async_nats::connect(&server.url).await?;

@@ -41,7 +41,7 @@ pub struct Args {
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>>;
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.common.server.clone()).await?;
+    let server = BenchServer::start(&args.common).await?;
     let files = [("account.toml", ACCOUNT_TOML), ("transfer.toml", TRANSFER_TOML), ("saga.toml", SAGA_TOML)];
     let (_dir, settings) = bench_settings(&server, &files)?;
     let client = async_nats::connect(&server.url).await?;

@@ -32,7 +32,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let server = BenchServer::start(args.common.server.clone()).await?;
+    let server = BenchServer::start(&args.common).await?;
     let (_dir, settings) =
         bench_settings(&server, &[("account.toml", ACCOUNT_TOML), ("balances.toml", BALANCES_TOML)])?;
     let client = async_nats::connect(&server.url).await?;

@@ -10,7 +10,7 @@ use eddy_engine::store::EventStore;
 
 pub async fn history(
     config: &Path,
-    server: Option<String>,
+    server: &super::Conn,
     aggregate: &str,
     id: &str,
     at_version: Option<u64>,
@@ -20,8 +20,7 @@ pub async fn history(
         .aggregates
         .get(aggregate)
         .ok_or_else(|| anyhow!("{} defines no aggregate `{aggregate}`", config.path.display()))?;
-    let url = super::server_url(&config, server);
-    let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
+    let (client, _url) = server.connect(&config, "eddy-cli").await?;
     let store = EventStore::attach(client, &config.engine);
     let events = store.load(aggregate, id, 1).await.with_context(|| {
         format!("reading {aggregate} {id}: a message on its subject is not an eddy event (published around eddy?); remove it from the stream")

@@ -1,5 +1,6 @@
 //! The verbs of the command line.
 
+mod conn;
 mod history;
 mod reactors;
 mod record;
@@ -16,6 +17,7 @@ use eddy::Settings;
 use eddy_engine::config::Config;
 use eddy_engine::runtime::Shutdown;
 
+pub use conn::Conn;
 pub use history::history;
 pub use reactors::{reactors, ReactorsAction};
 pub use record::{parse_time, record};
@@ -84,16 +86,12 @@ async fn signals(shutdown: Shutdown) {
     }
 }
 
-/// The NATS URL of a running engine: `--server`, else the config's `nats.url`, else the embedded port.
-pub fn server_url(config: &Config, server: Option<String>) -> String {
-    server.or_else(|| config.nats.url.clone()).unwrap_or_else(|| format!("nats://127.0.0.1:{}", config.nats.port))
-}
-
-/// The config when the file exists; defaults otherwise (client verbs work without one).
+/// The config when the file exists; defaults and `EDDY_` env otherwise (client verbs work without one).
 pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {
     if path.exists() {
         load(path).map(|s| s.engine)
     } else {
-        Ok(Config::empty(path))
+        Config::from_env(path)
+            .map_err(|errors| anyhow::anyhow!("{} config error(s) in EDDY_ env:\n{errors}", errors.len()))
     }
 }

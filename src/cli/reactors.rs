@@ -17,11 +17,7 @@ pub enum ReactorsAction {
 }
 
 /// `eddy reactors`: a table of every reactor, or one action.
-pub async fn reactors(
-    config: &Path,
-    server: Option<String>,
-    action: Option<ReactorsAction>,
-) -> anyhow::Result<ExitCode> {
+pub async fn reactors(config: &Path, server: &super::Conn, action: Option<ReactorsAction>) -> anyhow::Result<ExitCode> {
     if let Some(action) = action {
         let (verb, name) = match action {
             ReactorsAction::Retry { name } => ("retry", name),

@@ -16,13 +16,12 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 pub async fn record(
     config: &Path,
-    server: Option<String>,
+    server: &super::Conn,
     range: Range,
     out: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_or_default(config)?;
-    let url = super::server_url(&config, server);
-    let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-record").await?;
+    let (client, _url) = server.connect(&config, "eddy-record").await?;
     let js = async_nats::jetstream::new(client);
     let report = |p: Progress| eprintln!("recorded {} events (at seq {} of {})", p.recorded, p.seq, p.end);
     let stream = &config.engine.stream;

@@ -17,7 +17,7 @@ pub struct SagasArgs {
     pub limit: Option<usize>,
 }
 
-pub async fn sagas(config: &Path, server: Option<String>, args: SagasArgs) -> anyhow::Result<ExitCode> {
+pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.id {
         let body = json!({"saga": args.saga, "id": id});
         let reply = request(config, server, |p| format!("{p}.admin.sagas.get"), body).await?;

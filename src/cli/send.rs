@@ -17,17 +17,16 @@ pub struct SendHeaders {
 
 pub async fn send(
     config: &Path,
-    server: Option<String>,
+    server: &super::Conn,
     target: &str,
     body: &str,
     h: SendHeaders,
 ) -> anyhow::Result<ExitCode> {
     let config = super::load_or_default(config)?;
-    let url = super::server_url(&config, server);
     if target.split('.').count() != 2 {
         bail!("`{target}` is not <aggregate>.<command>");
     }
-    let client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
+    let (client, url) = server.connect(&config, "eddy-cli").await?;
     let mut map = HeaderMap::new();
     for (name, value) in [
         (headers::COMMAND_ID, &h.command_id),

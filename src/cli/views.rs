@@ -5,18 +5,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use async_nats::{Client, RequestErrorKind};
+use async_nats::RequestErrorKind;
 use serde_json::{json, Value};
 
 pub(super) async fn request(
     config: &Path,
-    server: Option<String>,
+    server: &super::Conn,
     subject: impl Fn(&str) -> String,
     body: Value,
 ) -> anyhow::Result<Value> {
     let config = super::load_or_default(config)?;
-    let url = super::server_url(&config, server);
-    let client: Client = eddy_engine::nats::connect(&url, &config.nats, "eddy-cli").await?;
+    let (client, url) = server.connect(&config, "eddy-cli").await?;
     let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(Duration::from_secs(10)));
     let reply = client.send_request(subject(&config.engine.api_prefix), request).await.map_err(|e| match e.kind() {
         RequestErrorKind::NoResponders => anyhow!("no eddy engine answers at {url}"),
@@ -40,7 +39,7 @@ pub(super) fn finish(reply: &Value) -> ExitCode {
 }
 
 /// `eddy views`: a table of every view; `eddy views rebuild NAME`.
-pub async fn views(config: &Path, server: Option<String>, rebuild: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn views(config: &Path, server: &super::Conn, rebuild: Option<String>) -> anyhow::Result<ExitCode> {
     if let Some(name) = rebuild {
         let reply = request(config, server, |p| format!("{p}.admin.views.rebuild"), json!({"name": name})).await?;
         if reply["ok"] == true {
@@ -98,7 +97,7 @@ pub struct QueryArgs {
 }
 
 /// `eddy query <view> <key>` prints the document; `--list` prints the documents, following `next`.
-pub async fn query(config: &Path, server: Option<String>, args: QueryArgs) -> anyhow::Result<ExitCode> {
+pub async fn query(config: &Path, server: &super::Conn, args: QueryArgs) -> anyhow::Result<ExitCode> {
     let view = args.view.clone();
     if !args.list {
         let Some(key) = args.key else { bail!("give a key, or --list") };
@@ -117,7 +116,7 @@ pub async fn query(config: &Path, server: Option<String>, args: QueryArgs) -> an
         let body = Value::Object(
             body.as_object().cloned().unwrap_or_default().into_iter().filter(|(_, v)| !v.is_null()).collect(),
         );
-        let reply = request(config, server.clone(), |p| format!("{p}.query.{view}.list"), body).await?;
+        let reply = request(config, server, |p| format!("{p}.query.{view}.list"), body).await?;
         if reply["ok"] != true {
             return Ok(finish(&reply));
         }

@@ -53,7 +53,7 @@ pub fn example(name: &str, url: &str, data_dir: &Path) -> Settings {
 /// Loads a config pointed at `url`, with its state in `data_dir`.
 pub fn config_at(path: &Path, url: &str, data_dir: &Path) -> Settings {
     let mut settings = eddy::load(path).unwrap_or_else(|e| panic!("{} loads:\n{e}", path.display()));
-    settings.engine.nats.url = Some(url.to_string());
+    settings.engine.nats.url = Some(url.into());
     settings.engine.engine.data_dir = data_dir.to_path_buf();
     settings
 }

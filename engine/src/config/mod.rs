@@ -2,6 +2,7 @@
 //! error at once. Defaults live in the `Default` impls below and nowhere else.
 
 mod errors;
+mod nats;
 mod source;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use errors::{ConfigError, ConfigErrors};
+pub use nats::{ServerUrls, SyncMode};
 pub use source::{from_value, Source};
 
 use crate::aggregate::Aggregate;
@@ -19,18 +21,25 @@ use crate::aggregate::Aggregate;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
-    /// Server URL. Absent: eddy starts and supervises its own nats-server (the embedded default).
+    /// Server URLs: one, or a cluster's nodes as a list or comma-separated (`nats://a:4222,nats://b:4222`).
+    /// eddy connects to any node that is up. Credentials in a URL (`nats://user:pass@host`) are used when
+    /// no `user`/`password`/`token` is set, and never printed. Absent: eddy starts and supervises its own
+    /// nats-server (the embedded default).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub url: Option<ServerUrls>,
     /// Port of the embedded nats-server.
     pub port: u16,
-    /// User name, with `password`.
+    /// When the embedded nats-server flushes writes to disk: `always` (the default: an acknowledged event
+    /// survives an OS crash) or `default` (nats-server's 2-minute interval: faster, but an OS crash can
+    /// lose acknowledged events). Ignored with `url`: a server of your own follows its own config.
+    pub sync: SyncMode,
+    /// User name, with `password`. Without `url`, the embedded server requires them too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Password, with `user`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// Token authentication.
+    /// Token authentication. Without `url`, the embedded server requires it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// A `.creds` file (JWT and nkey seed).
@@ -61,6 +70,7 @@ impl Default for NatsConfig {
         Self {
             url: None,
             port: 4222,
+            sync: SyncMode::Always,
             user: None,
             password: None,
             token: None,
@@ -107,14 +117,14 @@ impl Default for EngineConfig {
 const NOT_YET_SUPPORTED: &[&str] = &["reactors", "projections"];
 
 impl Config {
-    /// A config with every default and no aggregates (for client verbs run without a config file).
-    pub fn empty(path: &Path) -> Config {
-        Config {
-            nats: NatsConfig::default(),
-            engine: EngineConfig::default(),
-            aggregates: BTreeMap::new(),
-            path: path.to_path_buf(),
-        }
+    /// A config with no aggregates, the defaults and the `EDDY_` env overrides of `[nats]` and `[engine]`
+    /// (for client verbs run without a config file, so `EDDY_NATS__PASSWORD` works there too).
+    pub fn from_env(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let source = Source::env_only();
+        let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
+        let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
+        errors.into_result(Config { nats, engine, aggregates: BTreeMap::new(), path: path.to_path_buf() })
     }
 }
 
@@ -148,6 +158,7 @@ impl Config {
         let source = Source::load(path, &mut errors);
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
         let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
+        validate_nats(&nats, &source, &mut errors);
         validate_engine(&engine, &source, &mut errors);
         let mut aggregates = BTreeMap::new();
         for name in source.children("aggregates", &mut errors) {
@@ -168,6 +179,25 @@ impl Config {
         let config = Config { nats, engine, aggregates, path: path.to_path_buf() };
         let extra = extra(&source, &config, &mut errors);
         errors.into_result((config, extra))
+    }
+}
+
+fn validate_nats(nats: &NatsConfig, source: &Source, errors: &mut ConfigErrors) {
+    let mut check = |ok: bool, key: &str, message: &str| {
+        if !ok {
+            errors.push(source.file_of(key), key, message);
+        }
+    };
+    check(nats.url.as_ref().is_none_or(|u| !u.0.is_empty()), "nats.url", "must name at least one server");
+    check(nats.user.is_some() == nats.password.is_some(), "nats.user", "user and password go together");
+    check(!(nats.user.is_some() && nats.token.is_some()), "nats.token", "use either user/password or token");
+    if nats.url.is_none() {
+        // The embedded server is configured from these settings; it can require a password or a token, but
+        // it has no account JWTs, nkeys or certificates to check the others against.
+        let embedded = "needs nats.url: the embedded server supports user/password or token";
+        check(nats.creds_file.is_none(), "nats.creds_file", embedded);
+        check(nats.nkey_seed_file.is_none(), "nats.nkey_seed_file", embedded);
+        check(nats.tls.is_none(), "nats.tls", embedded);
     }
 }
 

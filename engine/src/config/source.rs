@@ -70,10 +70,20 @@ impl Source {
                 Err(e) => errors.push(Some(shown), "", format!("TOML syntax error: {}", one_line(&e.to_string()))),
             }
         }
-        let env = Env::prefixed("EDDY_")
-            .split("__")
-            .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
-        figment = figment.merge(env);
+        let figment = figment.merge(env());
+        Source::merged(figment, root, errors)
+    }
+
+    /// The defaults of `[nats]` and `[engine]` with the `EDDY_` env overrides, and no file.
+    pub fn env_only() -> Source {
+        let figment = Figment::new()
+            .merge(Serialized::default("nats", NatsConfig::default()))
+            .merge(Serialized::default("engine", EngineConfig::default()))
+            .merge(env());
+        Source::merged(figment, PathBuf::new(), &mut ConfigErrors::default())
+    }
+
+    fn merged(figment: Figment, root: PathBuf, errors: &mut ConfigErrors) -> Source {
         let merged = match figment.find_value("") {
             Ok(merged) => merged,
             Err(e) => {
@@ -150,6 +160,13 @@ impl Source {
             key = key.rsplit_once('.')?.0;
         }
     }
+}
+
+/// `EDDY_NATS__URL` is `nats.url`; the variables that are not config keys are left out.
+fn env() -> Env {
+    Env::prefixed("EDDY_")
+        .split("__")
+        .filter(|key| !NON_CONFIG_ENV.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)))
 }
 
 /// Lists the TOML files of a config path, in path order. Follows symlinks (config maps mount files that

@@ -2,9 +2,11 @@
 
 mod connect;
 mod server;
+mod url;
 
 pub use connect::connect;
-pub use server::{locate_binary, NatsServer, Supervisor};
+pub use server::{locate_binary, Embedded, EmbeddedAuth, NatsServer, Supervisor};
+pub use url::{redact, redact_all};
 
 /// Errors of starting or reaching NATS.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +20,16 @@ pub enum Error {
     /// The embedded server could not be started or did not become ready.
     #[error("embedded nats-server: {0}")]
     Start(String),
-    /// The server could not be reached.
+    /// Something already listens on the embedded server's port.
+    #[error(
+        "embedded nats-server: port {port} on 127.0.0.1 is already in use (another eddy or nats-server?); \
+         stop it, set nats.port to a free port, or set nats.url to use that server on purpose"
+    )]
+    PortInUse { port: u16 },
+    /// The embedded server exited while starting.
+    #[error("embedded nats-server exited with {status} while starting: {stderr}")]
+    Exited { status: String, stderr: String },
+    /// The server could not be reached. `url` is redacted.
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
 }

@@ -1,14 +1,17 @@
 //! The embedded nats-server: found on disk, started with JetStream on loopback, checked ready by connecting,
 //! restarted if it dies, and stopped with the engine.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Result};
+use crate::config::{Config, SyncMode};
 
 /// Where the project's install script puts the pinned binary, relative to the project root.
 const LOCAL_INSTALL: &str = ".tools/venv/bin/nats-server";
@@ -40,79 +43,222 @@ pub fn locate_binary() -> Result<PathBuf> {
     Err(Error::NotInstalled { local: LOCAL_INSTALL.to_string() })
 }
 
+/// How to set up an embedded nats-server.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The client port, on 127.0.0.1.
+    pub port: u16,
+    /// JetStream's store (created 0700); the generated server config is written into it (0600).
+    pub store_dir: PathBuf,
+    /// What clients must present; `None` lets any local client in.
+    pub auth: Option<EmbeddedAuth>,
+    /// When JetStream writes reach the disk.
+    pub sync: SyncMode,
+}
+
+/// The credentials an embedded server requires.
+#[derive(Debug, Clone)]
+pub enum EmbeddedAuth {
+    /// `user` with `password`.
+    UserPassword { user: String, password: String },
+    /// A token.
+    Token(String),
+}
+
+impl Embedded {
+    /// A scratch server (tests, benchmarks): no credentials, nats-server's own sync interval.
+    pub fn scratch(port: u16, store_dir: &Path) -> Self {
+        Self { port, store_dir: store_dir.to_path_buf(), auth: None, sync: SyncMode::Default }
+    }
+
+    /// The engine's embedded server: `nats.port`, `<data_dir>/nats`, `nats.sync`, and the credentials of
+    /// `[nats]`, so that a server the engine can reach is one that nobody else can reach without them.
+    pub fn from_config(config: &Config) -> Self {
+        let auth = match (&config.nats.user, &config.nats.password, &config.nats.token) {
+            (Some(user), Some(password), _) => {
+                Some(EmbeddedAuth::UserPassword { user: user.clone(), password: password.clone() })
+            }
+            (_, _, Some(token)) => Some(EmbeddedAuth::Token(token.clone())),
+            _ => None,
+        };
+        Self { port: config.nats.port, store_dir: config.engine.data_dir.join("nats"), auth, sync: config.nats.sync }
+    }
+
+    /// The server config, naming the server so that readiness can tell it from another one on the port.
+    fn config_text(&self, server_name: &str) -> Result<String> {
+        let mut out = format!(
+            "server_name: {}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: {}\n",
+            quoted(server_name)?,
+            self.port,
+            quoted(&self.store_dir.display().to_string())?
+        );
+        if self.sync == SyncMode::Always {
+            out.push_str("  sync_interval: always\n");
+        }
+        out.push_str("}\n");
+        match &self.auth {
+            Some(EmbeddedAuth::UserPassword { user, password }) => out.push_str(&format!(
+                "authorization {{\n  user: {}\n  password: {}\n}}\n",
+                quoted(user)?,
+                quoted(password)?
+            )),
+            Some(EmbeddedAuth::Token(token)) => {
+                out.push_str(&format!("authorization {{\n  token: {}\n}}\n", quoted(token)?))
+            }
+            None => {}
+        }
+        Ok(out)
+    }
+
+    fn connect_options(&self) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+        match &self.auth {
+            Some(EmbeddedAuth::UserPassword { user, password }) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            Some(EmbeddedAuth::Token(token)) => options.token(token.clone()),
+            None => options,
+        }
+    }
+}
+
+/// A double-quoted nats-server config string. JSON's escapes for `"` and `\\` are the config's too; control
+/// characters have no escape both understand, and have no place in a name or a password anyway.
+fn quoted(s: &str) -> Result<String> {
+    if s.chars().any(char::is_control) {
+        return Err(Error::Start("credentials and paths must not contain control characters".into()));
+    }
+    Ok(serde_json::to_string(s).expect("a string serializes"))
+}
+
+/// Creates `dir` and its missing parents 0700, and makes an existing one 0700: the store holds every event.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::Start(format!("cannot create {}: {e}", dir.display()));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)
+}
+
+/// Writes `text` to `path` readable by its owner only (it may hold a password).
+fn private_file(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::Start(format!("cannot write {}: {e}", path.display()));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(failed)?;
+    // `mode` applies only when the file is created; an older one is narrowed here.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)
+}
+
+/// Fails at once when something listens on the port: nats-server would exit, and a readiness check could
+/// mistake the other server for ours.
+fn check_port_free(port: u16) -> Result<()> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_free) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse { port }),
+        Err(e) => Err(Error::Start(format!("cannot bind 127.0.0.1:{port}: {e}"))),
+    }
+}
+
+/// The last lines nats-server wrote to stderr, kept while it runs (draining the pipe, which would otherwise
+/// fill and block the server) for the error if it exits.
+type StderrTail = Arc<Mutex<VecDeque<String>>>;
+const STDERR_LINES: usize = 5;
+
 /// A running nats-server child process. Killed when dropped.
 pub struct NatsServer {
     child: Child,
-    port: u16,
+    spec: Embedded,
     binary: PathBuf,
-    store_dir: PathBuf,
+    stderr: StderrTail,
+    drain: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl NatsServer {
-    /// Starts nats-server with JetStream on `127.0.0.1:port`, its store in `store_dir`, and waits until a
-    /// client can connect.
+    /// Starts a scratch nats-server (no credentials) with JetStream on `127.0.0.1:port`, its store in
+    /// `store_dir`, and waits until a client can connect.
     pub async fn start(binary: &Path, port: u16, store_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(store_dir)
-            .map_err(|e| Error::Start(format!("cannot create {}: {e}", store_dir.display())))?;
-        let child = Command::new(binary)
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port.to_string(), "--store_dir"])
-            .arg(store_dir)
+        Self::start_with(binary, &Embedded::scratch(port, store_dir)).await
+    }
+
+    /// Starts nats-server as `spec` says and waits until a client can connect to it (and not to another
+    /// server on the same port). Fails at once when the port is taken, and with the server's own words
+    /// when it exits during start-up.
+    pub async fn start_with(binary: &Path, spec: &Embedded) -> Result<Self> {
+        private_dir(&spec.store_dir)?;
+        check_port_free(spec.port)?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let name = format!("eddy-{}-{nanos}", std::process::id());
+        let config_file = spec.store_dir.join("nats-server.conf");
+        private_file(&config_file, &spec.config_text(&name)?)?;
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Start(format!("cannot run {}: {e}", binary.display())))?;
-        let mut server = NatsServer { child, port, binary: binary.to_path_buf(), store_dir: store_dir.to_path_buf() };
-        server.wait_ready().await?;
+        let stderr: StderrTail = Arc::default();
+        let drain = child.stderr.take().map(|pipe| tokio::spawn(drain(pipe, stderr.clone())));
+        let mut server = NatsServer { child, spec: spec.clone(), binary: binary.to_path_buf(), stderr, drain };
+        server.wait_ready(&name).await?;
         Ok(server)
     }
 
-    /// The client URL.
+    /// The client URL (without credentials).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.spec.port)
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.spec.port
     }
 
     /// The store directory.
     pub fn store_dir(&self) -> &Path {
-        &self.store_dir
+        &self.spec.store_dir
     }
 
-    /// Readiness is a successful client connection with JetStream answering, never a sleep.
-    async fn wait_ready(&mut self) -> Result<()> {
+    /// Readiness is a successful client connection to this very server (by its name) with JetStream
+    /// answering, never a sleep.
+    async fn wait_ready(&mut self, name: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let mut delay = Duration::from_millis(5);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let stderr = self.stderr_tail().await;
-                return Err(Error::Start(format!("exited with {status} before it was ready: {stderr}")));
+                return Err(Error::Exited { status: status.to_string(), stderr });
             }
-            if let Ok(client) = async_nats::connect(self.url()).await {
+            if let Ok(client) = self.spec.connect_options().connect(self.url()).await {
+                if client.server_info().server_name != name {
+                    // Ours lost the port to another server between the check and its bind; it will exit.
+                    let _killed = self.child.kill().await;
+                    return Err(Error::PortInUse { port: self.spec.port });
+                }
                 let js = async_nats::jetstream::new(client);
                 if js.query_account().await.is_ok() {
                     return Ok(());
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Start(format!("not ready on port {} after 15s", self.port)));
+                return Err(Error::Start(format!("not ready on port {} after 15s", self.spec.port)));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
         }
     }
 
+    /// What the server last said, once it has exited (its pipe closes then, and the drain ends).
     async fn stderr_tail(&mut self) -> String {
-        use tokio::io::AsyncReadExt;
-        let mut out = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _read = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut out)).await;
+        if let Some(drain) = self.drain.take() {
+            let _drained = tokio::time::timeout(Duration::from_secs(1), drain).await;
         }
-        out.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 
     /// Asks the server to stop (SIGTERM, so JetStream flushes), and kills it if it has not stopped in 10s.
@@ -143,6 +289,20 @@ impl NatsServer {
     }
 }
 
+/// Keeps the last lines of the server's stderr, and logs them at debug level.
+async fn drain(pipe: tokio::process::ChildStderr, tail: StderrTail) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(pipe).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "nats_server", "{line}");
+        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == STDERR_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
 /// Keeps the embedded server running: restarts it with backoff if it dies, stops it on shutdown.
 pub struct Supervisor {
     handle: tokio::task::JoinHandle<()>,
@@ -169,7 +329,7 @@ impl Supervisor {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    match NatsServer::start(&server.binary, server.port, &server.store_dir).await {
+                    match NatsServer::start_with(&server.binary, &server.spec).await {
                         Ok(restarted) => {
                             server = restarted;
                             backoff = Duration::from_millis(100);
@@ -189,5 +349,28 @@ impl Supervisor {
     /// Waits until the server has been stopped.
     pub async fn join(self) {
         let _joined = self.handle.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_config_quotes_credentials_and_syncs_always_by_default() {
+        let mut spec = Embedded::scratch(4222, Path::new("/data/nats"));
+        spec.sync = SyncMode::Always;
+        spec.auth = Some(EmbeddedAuth::UserPassword { user: "ann".into(), password: r#"p"w\x"#.into() });
+        let text = spec.config_text("eddy-1").unwrap();
+        assert!(text.contains("sync_interval: always"), "{text}");
+        assert!(text.contains(r#"password: "p\"w\\x""#), "{text}");
+        assert!(text.contains(r#"listen: "127.0.0.1:4222""#), "{text}");
+
+        spec.sync = SyncMode::Default;
+        spec.auth = Some(EmbeddedAuth::Token("a\nb".into()));
+        assert!(spec.config_text("eddy-1").is_err(), "a control character would end the string early");
+        spec.auth = None;
+        let text = spec.config_text("eddy-1").unwrap();
+        assert!(!text.contains("sync_interval") && !text.contains("authorization"), "{text}");
     }
 }
