@@ -127,9 +127,9 @@ impl CommandService {
                     entry.remember(&command_id, now, reply.clone(), self.window);
                     return Ok(reply);
                 }
-                // The rules and emits of this command cannot be evaluated on this input (an overflow, a
-                // missing field, the cost budget): deciding it again would fail the same way.
-                Err(DecideError::Eval(e)) => return Err(fail(ErrorCode::Invalid, e.to_string())),
+                // The contract's `internal`: a CEL runtime error, naming the expression. Nothing is stored, so
+                // the aggregate's later commands are not affected.
+                Err(DecideError::Eval(e)) => return Err(fail(ErrorCode::Internal, e.to_string())),
             };
             if decided.is_empty() {
                 let success = Success {
