@@ -138,3 +138,35 @@ fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std:
     }
     None
 }
+
+/// Seen: with its NATS server gone, eddy ignored two SIGTERMs for 10 s.
+#[tokio::test]
+async fn a_second_sigterm_stops_eddy_even_with_its_server_gone() {
+    let nats = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = eddy()
+        .args(["run", "--config"])
+        .arg(root().join("config/examples/bank"))
+        .env("EDDY_NATS__URL", nats.url())
+        .env("EDDY_ENGINE__DATA_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let c = nats.client().await;
+    let served = common::eventually(30, || async {
+        let req = c.request("eddy.cmd.account.open", json!({"id": "a1", "owner": "ann"}).to_string().into());
+        matches!(tokio::time::timeout(Duration::from_secs(2), req).await, Ok(Ok(_)))
+    })
+    .await;
+    assert!(served, "eddy serves");
+    drop(nats); // the server is killed
+    for _ in 0..2 {
+        // SAFETY: signalling the child we spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Generous for a loaded machine; before, it took 10 s and more.
+    assert!(wait_timeout(&mut child, Duration::from_secs(5)).is_some(), "eddy stopped after the second SIGTERM");
+}

@@ -162,11 +162,18 @@ impl Engine {
                 self.tasks.iter().for_each(|t| t.abort());
             }
         }
-        if let Err(e) = self.service.stop().await {
-            tracing::warn!(error = %e, "could not stop the micro service cleanly");
+        // Both wait on the server, which may be gone: the second signal does not wait for them.
+        tokio::select! {
+            _ = immediate.cancelled() => {}
+            stopped = self.service.stop() => if let Err(e) = stopped {
+                tracing::warn!(error = %e, "could not stop the micro service cleanly");
+            },
         }
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "could not flush the NATS connection");
+        tokio::select! {
+            _ = immediate.cancelled() => {}
+            flushed = self.client.flush() => if let Err(e) = flushed {
+                tracing::warn!(error = %e, "could not flush the NATS connection");
+            },
         }
         if let Some((supervisor, token)) = self.server.take() {
             token.cancel();

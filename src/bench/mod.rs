@@ -6,6 +6,7 @@ mod load;
 mod reactors;
 mod replay;
 mod sagas;
+mod starve;
 mod views;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ pub enum BenchVerb {
     Replay(replay::Args),
     /// Small bank transfers through the `transfer` saga, against raw JetStream appends.
     Sagas(sagas::Args),
+    /// Command latency while heavy view queries run, against the same commands alone.
+    Starve(starve::Args),
     /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
     Views(views::Args),
 }
@@ -31,5 +34,6 @@ pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
         BenchVerb::Views(args) => views::run(args).await,
         BenchVerb::Sagas(args) => sagas::run(args).await,
         BenchVerb::Replay(args) => replay::run(args).await,
+        BenchVerb::Starve(args) => starve::run(args).await,
     }
 }

@@ -84,7 +84,15 @@ async fn signals(shutdown: Shutdown) {
         }
         stage.cancel();
     }
+    // The second signal means now, whatever is still waiting (a NATS server that is gone answers nothing).
+    // Everything eddy stores is crash-safe, so leaving without the last flushes loses nothing.
+    tokio::time::sleep(IMMEDIATE_GRACE).await;
+    tracing::warn!("still stopping {IMMEDIATE_GRACE:?} after the second signal; exiting now");
+    std::process::exit(130);
 }
+
+/// How long the second signal waits for an orderly immediate stop before the process exits anyway.
+const IMMEDIATE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The config when the file exists; defaults and `EDDY_` env otherwise (client verbs work without one).
 pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {

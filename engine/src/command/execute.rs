@@ -285,7 +285,7 @@ fn next_state(
         };
         aggregate.apply(&mut state, &e.data, &meta).map_err(|err| {
             fail(
-                ErrorCode::Invalid,
+                ErrorCode::Internal,
                 format!("the {} event this command decided cannot be applied: {err}", e.event_type),
             )
         })?;
