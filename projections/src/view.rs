@@ -284,6 +284,9 @@ impl View {
         let generation = self.active();
         let mut positions = generation.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // Each re-check asks JetStream twice; backing off keeps many waiting clients (or abandoned waits,
+        // which cannot be told apart) from flooding it. A new position wakes the wait at once anyway.
+        let mut recheck = Duration::from_millis(20);
         loop {
             let position = *positions.borrow_and_update();
             if position >= min_seq {
@@ -302,8 +305,8 @@ impl View {
                 return None;
             }
             // Re-check now and then: the stream may move on with events this view does not read.
-            let _changed =
-                tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), positions.changed()).await;
+            let _changed = tokio::time::timeout((deadline - now).min(recheck), positions.changed()).await;
+            recheck = (recheck * 2).min(Duration::from_millis(500));
         }
     }
 
