@@ -61,3 +61,9 @@ fn a_missing_path_is_a_clear_error() {
     let errors = Config::load(std::path::Path::new("/nonexistent/eddy")).unwrap_err();
     assert_eq!(errors.to_string(), "/nonexistent/eddy: no such file or directory");
 }
+
+#[test]
+fn misspelt_inputs_and_state_keys_are_config_errors_with_suggestions() {
+    let errors = eddy::load(&common::root().join("tests/fixtures/typos")).unwrap_err();
+    insta::assert_snapshot!(errors.to_string());
+}

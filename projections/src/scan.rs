@@ -22,6 +22,10 @@ pub const MAX_SCAN: Duration = Duration::from_secs(2);
 /// Scans running at once; more wait for a turn.
 pub const MAX_CONCURRENT: usize = 4;
 
+/// How long a scan waits for its turn before it is answered `unavailable`: under overload, queries fail
+/// fast instead of piling up for clients that have given up.
+pub const MAX_TURN_WAIT: Duration = Duration::from_secs(5);
+
 static TURNS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT)));
 
 /// One document of a page.
@@ -47,8 +51,11 @@ pub struct Page {
 
 /// Runs `scan` over `store` on the blocking pool.
 pub async fn run(store: ViewStore, scan: Scan) -> Result<Page, Failure> {
-    let turn =
-        TURNS.clone().acquire_owned().await.map_err(|_| Failure::new(ErrorCode::Unavailable, "shutting down"))?;
+    let busy = || Failure::new(ErrorCode::Unavailable, "too many list queries are running; try again");
+    let turn = tokio::time::timeout(MAX_TURN_WAIT, TURNS.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let page = tokio::task::spawn_blocking(move || {
         let page = scan_blocking(&store, &scan, Instant::now() + MAX_SCAN);
         drop(turn);

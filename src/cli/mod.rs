@@ -88,7 +88,8 @@ async fn signals(shutdown: Shutdown) {
     // Everything eddy stores is crash-safe, so leaving without the last flushes loses nothing.
     tokio::time::sleep(IMMEDIATE_GRACE).await;
     tracing::warn!("still stopping {IMMEDIATE_GRACE:?} after the second signal; exiting now");
-    std::process::exit(130);
+    eddy_engine::nats::stop_all_now();
+    std::process::exit(1);
 }
 
 /// How long the second signal waits for an orderly immediate stop before the process exits anyway.

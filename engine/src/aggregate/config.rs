@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json};
 use super::input::{Field, FieldType};
 use super::{Aggregate, Command, Emit, EventDef, Rule};
 use crate::cel::Expr;
-use crate::config::{from_value, is_token, ConfigErrors, Source};
+use crate::config::{did_you_mean, from_value, is_token, ConfigErrors, Source};
 
 /// Variables of command expressions (rules and emits).
 pub const COMMAND_VARS: &[&str] = &["state", "cmd", "meta"];
@@ -87,7 +87,7 @@ impl Aggregate {
         let toml: AggregateToml = source.extract(&key, errors)?;
         let mut ctx = Ctx { source, errors, ok: true };
 
-        let mut events = BTreeMap::new();
+        let mut events: BTreeMap<String, EventDef> = BTreeMap::new();
         for (event, value) in &toml.events {
             let key = format!("{key}.events.{event}");
             if !is_token(event) {
@@ -101,6 +101,11 @@ impl Aggregate {
             }
         }
 
+        let state_keys = known_state_keys(&toml.initial, &events);
+        for (event, def) in &events {
+            ctx.check_fields(&format!("{key}.events.{event}.apply"), &def.apply, "state", state_keys.as_deref());
+        }
+
         let mut commands = BTreeMap::new();
         for (command, value) in &toml.commands {
             let key = format!("{key}.commands.{command}");
@@ -110,7 +115,7 @@ impl Aggregate {
             let Some(raw) = ctx.parse::<CommandToml>(&key, value) else {
                 continue;
             };
-            let input = raw
+            let input: Vec<Field> = raw
                 .input
                 .iter()
                 .filter_map(|(field, ty)| {
@@ -121,12 +126,19 @@ impl Aggregate {
                     parsed.ok()
                 })
                 .collect();
+            let inputs: Vec<String> = std::iter::once("id".to_string()).chain(raw.input.keys().cloned()).collect();
+            let checked = |ctx: &mut Ctx, at: &str, source: &str| {
+                let expr = ctx.expr(at, source, COMMAND_VARS)?;
+                ctx.check_fields(at, &expr, "cmd", Some(&inputs));
+                ctx.check_fields(at, &expr, "state", state_keys.as_deref());
+                Some(expr)
+            };
             let rules = raw
                 .rules
                 .iter()
                 .enumerate()
                 .filter_map(|(i, r)| {
-                    let check = ctx.expr(&format!("{key}.rules[{i}].check"), &r.check, COMMAND_VARS)?;
+                    let check = checked(&mut ctx, &format!("{key}.rules[{i}].check"), &r.check)?;
                     Some(Rule { check, error: r.error.clone() })
                 })
                 .collect();
@@ -139,10 +151,10 @@ impl Aggregate {
                         &format!("emits `{}`, which has no `[{}.events.{}]` apply", e.event, key_of(name), e.event),
                     );
                 }
-                let data = ctx.expr(&format!("{at}.data"), &e.data, COMMAND_VARS);
+                let data = checked(&mut ctx, &format!("{at}.data"), &e.data);
                 // `Some(None)`: no `when`; `None`: a `when` that failed to compile.
                 let when = match &e.when {
-                    Some(w) => ctx.expr(&format!("{at}.when"), w, COMMAND_VARS).map(Some),
+                    Some(w) => checked(&mut ctx, &format!("{at}.when"), w).map(Some),
                     None => Some(None),
                 };
                 if let (Some(data), Some(when)) = (data, when) {
@@ -154,6 +166,18 @@ impl Aggregate {
         let ok = ctx.ok;
         ok.then(|| Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
     }
+}
+
+/// The keys the state can have: the initial state's and those every `apply` sets. `None` when some
+/// `apply` is not a map literal (its keys depend on the event), so nothing can be said.
+fn known_state_keys(initial: &Map<String, Json>, events: &BTreeMap<String, EventDef>) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = initial.keys().cloned().collect();
+    for def in events.values() {
+        keys.extend(def.apply.literal_map_keys()?);
+    }
+    keys.sort();
+    keys.dedup();
+    Some(keys)
 }
 
 fn key_of(name: &str) -> String {
@@ -179,6 +203,20 @@ impl Ctx<'_> {
             Err((key, message)) => {
                 self.error(&key, &message);
                 None
+            }
+        }
+    }
+
+    /// Every `<var>.<field>` in `expr` names one of `known` (when known): a typo would only fail at run
+    /// time, on the first command that reaches it.
+    fn check_fields(&mut self, key: &str, expr: &Expr, var: &str, known: Option<&[String]>) {
+        let Some(known) = known else { return };
+        for field in expr.selected_fields(var) {
+            if !known.contains(&field) {
+                let what = if var == "cmd" { "an input of this command" } else { "a key of the state" };
+                let hint = did_you_mean(&field, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                let message = format!("`{var}.{field}`: `{field}` is not {what} ({}){hint}", known.join(", "));
+                self.error(key, &message);
             }
         }
     }

@@ -92,6 +92,75 @@ fn collect_free<'a>(expr: &'a IdedExpr, bound: &mut Vec<&'a str>, free: &mut BTr
     }
 }
 
+/// The fields `expr` selects of the variable `var` where it is not rebound by a macro (`cmd.qty`, and
+/// `has(cmd.qty)`), each once, in order of appearance.
+pub fn selected_fields(expr: &IdedExpr, var: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    collect_selects(expr, var, &mut fields);
+    fields
+}
+
+fn collect_selects(expr: &IdedExpr, var: &str, out: &mut Vec<String>) {
+    match &expr.expr {
+        Ast::Select(select) if matches!(&select.operand.expr, Ast::Ident(name) if name == var) => {
+            if !out.contains(&select.field) {
+                out.push(select.field.clone());
+            }
+        }
+        Ast::Comprehension(c) => {
+            collect_selects(&c.iter_range, var, out);
+            collect_selects(&c.accu_init, var, out);
+            if c.iter_var != var && c.iter_var2.as_deref() != Some(var) && c.accu_var != var {
+                for e in [&c.loop_cond, &c.loop_step, &c.result] {
+                    collect_selects(e, var, out);
+                }
+            }
+        }
+        _ => children(expr).into_iter().for_each(|child| collect_selects(child, var, out)),
+    }
+}
+
+/// The fields of `var` that `expr` reads, when it reads `var` only as `var.<field>` (or `has(var.<field>)`);
+/// `None` when it uses `var` whole: as a value, a call's target (`var.exists(k, ...)`, `var.size()`), or a
+/// comprehension's range. A macro that rebinds `var` hides the outer one inside it.
+pub fn field_reads(expr: &IdedExpr, var: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    reads(expr, var, &mut fields).then_some(fields)
+}
+
+fn reads(expr: &IdedExpr, var: &str, out: &mut Vec<String>) -> bool {
+    match &expr.expr {
+        Ast::Ident(name) => name != var,
+        Ast::Select(select) if matches!(&select.operand.expr, Ast::Ident(name) if name == var) => {
+            out.push(select.field.clone());
+            true
+        }
+        Ast::Comprehension(c) => {
+            let shadowed = c.iter_var == var || c.iter_var2.as_deref() == Some(var) || c.accu_var == var;
+            reads(&c.iter_range, var, out)
+                && reads(&c.accu_init, var, out)
+                && (shadowed || [&c.loop_cond, &c.loop_step, &c.result].into_iter().all(|e| reads(e, var, out)))
+        }
+        _ => children(expr).into_iter().all(|child| reads(child, var, out)),
+    }
+}
+
+/// The keys of `expr` when it is a map literal whose keys are all string literals (an `apply` that
+/// always sets the same keys); `None` otherwise.
+pub fn literal_map_keys(expr: &IdedExpr) -> Option<Vec<String>> {
+    let Ast::Map(map) = &expr.expr else { return None };
+    map.entries
+        .iter()
+        .map(|entry| match &entry.expr {
+            EntryExpr::MapEntry(m) => match &m.key.expr {
+                Ast::Literal(LiteralValue::String(s)) => Some(s.inner().to_string()),
+                _ => None,
+            },
+            EntryExpr::StructField(_) => None,
+        })
+        .collect()
+}
+
 /// The regular expressions `expr` passes as literals to `matches`, for checking at load.
 pub fn literal_patterns(expr: &IdedExpr) -> Vec<String> {
     let mut patterns = Vec::new();
@@ -194,6 +263,25 @@ mod tests {
         let chain = format!("a{}", " + 1".repeat(500));
         assert_eq!(depth(&parse(&chain)), 501);
         assert_eq!(depth(&parse("xs.all(x, x > 0)")), 4);
+    }
+
+    #[test]
+    fn selected_fields_skip_macro_variables_of_the_same_name() {
+        let e = parse("cmd.qty > 0 && has(cmd.note) && cmd.items.all(cmd, cmd.x > 0) && cmd.qty < 9");
+        assert_eq!(selected_fields(&e, "cmd"), ["qty", "note", "items"]);
+        assert_eq!(literal_map_keys(&parse("{'a': 1, 'b': state.b}")), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(literal_map_keys(&parse("x ? {'a': 1} : {}")), None);
+    }
+
+    #[test]
+    fn field_reads_see_whole_uses_through_macros_and_calls() {
+        let reads = |s: &str| field_reads(&parse(s), "doc");
+        assert_eq!(reads("doc.a + doc.b > has(doc.c)"), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(reads("doc.exists(k, k == 'balance')"), None);
+        assert_eq!(reads("doc.size() > 0"), None);
+        assert_eq!(reads("size(doc)"), None);
+        assert_eq!(reads("doc.items.map(x, x * doc.k)"), Some(vec!["items".into(), "k".into()]));
+        assert_eq!(reads("[1].all(doc, doc > 0) && doc.a > 0"), Some(vec!["a".into()]));
     }
 
     #[test]

@@ -123,28 +123,20 @@ impl Expr {
     /// uses `var` as a whole (or in a way this scan does not follow). Lets callers bind a map with just those
     /// fields: building and converting unused ones is a large part of evaluating a small expression.
     pub fn fields_of(&self, var: &str) -> Option<Vec<String>> {
-        let src = self.source.as_bytes();
-        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-        let mut fields = Vec::new();
-        let mut i = 0;
-        while let Some(pos) = self.source[i..].find(var).map(|p| p + i) {
-            i = pos + var.len();
-            let before = src[..pos].iter().rev().find(|b| !b.is_ascii_whitespace());
-            let standalone = (pos == 0 || !ident(src[pos - 1])) && src.get(i).is_none_or(|b| !ident(*b));
-            if !standalone || before == Some(&b'.') {
-                continue;
-            }
-            let rest = self.source[i..].trim_start();
-            let after_dot = rest.strip_prefix('.')?;
-            let field: String = after_dot.trim_start().bytes().take_while(|b| ident(*b)).map(char::from).collect();
-            if field.is_empty() {
-                return None;
-            }
-            fields.push(field);
-        }
+        let mut fields = check::field_reads(&self.program, var)?;
         fields.sort();
         fields.dedup();
         Some(fields)
+    }
+
+    /// The fields it selects of the variable `var` (`cmd.qty` -> `qty`), for the config's static checks.
+    pub fn selected_fields(&self, var: &str) -> Vec<String> {
+        check::selected_fields(&self.program, var)
+    }
+
+    /// Its keys, when it is a map literal with string keys only.
+    pub fn literal_map_keys(&self) -> Option<Vec<String>> {
+        check::literal_map_keys(&self.program)
     }
 
     /// Whether the expression reads the variable `name`.

@@ -196,6 +196,8 @@ impl CommandService {
                 Ok(Appended::Conflict | Appended::Duplicate) => {
                     self.catch_up(aggregate, &id, &mut entry).await?;
                 }
+                // Refused before anything was sent: what the entry knows still holds.
+                Err(e @ store::Error::TooLarge { .. }) => return Err(store_failure(e)),
                 Err(e) => {
                     // The append may or may not have been stored: forget what we know and reload next time.
                     entry.reset(&aggregate.initial);

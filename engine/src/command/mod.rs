@@ -53,9 +53,21 @@ impl CommandService {
     }
 }
 
-/// Reads the optional command headers; a malformed `Eddy-Expected-Version` is `invalid`.
+/// The longest id a header may carry (`Eddy-Command-Id` and friends): ids travel into every event's
+/// headers and `Nats-Msg-Id`, so they are bounded like the aggregate id.
+pub const MAX_HEADER_ID: usize = 256;
+
+/// Reads the optional command headers; a malformed `Eddy-Expected-Version`, or an id that is too long or
+/// holds control characters, is `invalid`.
 pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Failure> {
     let get = |name: &str| h.and_then(|h| h.get(name)).map(|v| v.as_str().to_string()).filter(|v| !v.is_empty());
+    let id = |name: &str| match get(name) {
+        Some(v) if v.len() > MAX_HEADER_ID || v.chars().any(char::is_control) => Err(Failure::new(
+            ErrorCode::Invalid,
+            format!("header {name}: at most {MAX_HEADER_ID} bytes, without control characters"),
+        )),
+        other => Ok(other),
+    };
     let expected_version = match get(headers::EXPECTED_VERSION) {
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
             Failure::new(ErrorCode::Invalid, format!("header {}: `{v}` is not a version", headers::EXPECTED_VERSION))
@@ -63,10 +75,10 @@ pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Fai
         None => None,
     };
     Ok(CommandContext {
-        command_id: get(headers::COMMAND_ID),
+        command_id: id(headers::COMMAND_ID)?,
         expected_version,
-        correlation_id: get(headers::CORRELATION_ID),
-        causation_id: get(headers::CAUSATION_ID),
+        correlation_id: id(headers::CORRELATION_ID)?,
+        causation_id: id(headers::CAUSATION_ID)?,
     })
 }
 

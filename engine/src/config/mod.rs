@@ -4,6 +4,7 @@
 mod errors;
 mod nats;
 mod source;
+mod suggest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigError, ConfigErrors};
 pub use nats::{ServerUrls, SyncMode};
 pub use source::{from_value, Source};
+pub use suggest::did_you_mean;
 
 use crate::aggregate::Aggregate;
 

@@ -5,7 +5,7 @@ mod server;
 mod url;
 
 pub use connect::connect;
-pub use server::{locate_binary, Embedded, EmbeddedAuth, NatsServer, Supervisor};
+pub use server::{locate_binary, stop_all_now, Embedded, EmbeddedAuth, NatsServer, Supervisor};
 pub use url::{redact, redact_all};
 
 /// Errors of starting or reaching NATS.

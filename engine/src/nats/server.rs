@@ -13,6 +13,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Error, Result};
 use crate::config::{Config, SyncMode};
 
+/// The embedded servers this process runs, for [`stop_all_now`].
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Asks every embedded server this process started to stop (SIGTERM), without waiting: for a process that
+/// is about to exit without running destructors (the second signal), so no nats-server is left behind.
+pub fn stop_all_now() {
+    for pid in RUNNING.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        // SAFETY: signalling a child this process spawned; harmless if it has exited.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+}
+
 /// Where the project's install script puts the pinned binary, relative to the project root.
 const LOCAL_INSTALL: &str = ".tools/venv/bin/nats-server";
 
@@ -201,6 +213,9 @@ impl NatsServer {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Start(format!("cannot run {}: {e}", binary.display())))?;
+        if let Some(pid) = child.id() {
+            RUNNING.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        }
         let stderr: StderrTail = Arc::default();
         let drain = child.stderr.take().map(|pipe| tokio::spawn(drain(pipe, stderr.clone())));
         let mut server = NatsServer { child, spec: spec.clone(), binary: binary.to_path_buf(), stderr, drain };

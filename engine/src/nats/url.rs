@@ -4,16 +4,16 @@
 /// `nats://***@host:4222` (a lone user-info part is a token by NATS convention). Anything without
 /// user-info is returned as it is.
 pub fn redact(url: &str) -> String {
-    match split_userinfo(url) {
-        Some((before, userinfo, after)) => {
-            let shown = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            format!("{before}{shown}@{after}")
-        }
-        None => url.to_string(),
-    }
+    // Up to the last `@` of the whole URL, not only of the authority: a password with an unescaped `/`,
+    // `?` or `#` must not leak because the URL does not parse the way it should.
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let Some(at) = url[start..].rfind('@').map(|i| start + i) else { return url.to_string() };
+    let userinfo = &url[start..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+        _ => "***".to_string(),
+    };
+    format!("{}{shown}{}", &url[..start], &url[at..])
 }
 
 /// Every URL redacted, joined with commas as they are configured.
@@ -87,7 +87,8 @@ mod tests {
         assert_eq!(redact("tls://ann:p@ss@host:4222/x"), "tls://ann:***@host:4222/x");
         assert_eq!(redact("ann:pw@host:4222"), "ann:***@host:4222");
         assert_eq!(redact("nats://host:4222"), "nats://host:4222");
-        assert_eq!(redact("nats://host:4222/a@b"), "nats://host:4222/a@b");
+        assert_eq!(redact("nats://ann:p/w?x#y@host:4222"), "nats://ann:***@host:4222");
+        assert_eq!(redact("nats://host:4222/a@b"), "nats://host:***@b", "when in doubt, hidden");
         let all = redact_all(&["nats://a:x@h1:1".into(), "nats://h2:2".into()]);
         assert_eq!(all, "nats://a:***@h1:1,nats://h2:2");
         assert!(!all.contains('x'));

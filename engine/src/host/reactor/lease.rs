@@ -7,8 +7,9 @@
 //! is also a fence, checked right before every action ([`Lease::check`]):
 //! - After each write of the key this engine knows a lower bound of when the server can expire it: the
 //!   instant the write was sent plus the TTL (the server stamps the key later than that). Up to that instant,
-//!   less [`MARGIN`], no other engine can hold the lease, whatever happened to this process; the monotonic
-//!   clock ([`Instant`]) keeps counting while the process is stopped, so a pause shows as an expired deadline.
+//!   less [`MARGIN`], no other engine can hold the lease, whatever happened to this process; the boot-time
+//!   clock ([`BootInstant`]) keeps counting while the process is stopped or the machine suspended, so a
+//!   pause shows as an expired deadline.
 //! - Past that instant the engine acts again only after writing the key with the revision it last wrote
 //!   (compare-and-set). That succeeds only if nobody created the key since, so nobody acted meanwhile. If it
 //!   fails, the lease is gone: the reactor stops and stands by until it acquires the lease again.
@@ -24,7 +25,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::clock::BootInstant;
 
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
@@ -70,7 +73,7 @@ impl Leases {
     pub async fn acquire(&self, name: &str, term: CancellationToken) -> Option<Lease> {
         let mut waiting = false;
         loop {
-            let sent = Instant::now();
+            let sent = BootInstant::now();
             let wait = match self.kv.create(name, self.holder.clone().into()).await {
                 Ok(revision) => {
                     if waiting {
@@ -79,7 +82,7 @@ impl Leases {
                     return Some(self.lease(name, revision, sent, term));
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    let sent = Instant::now();
+                    let sent = BootInstant::now();
                     if let Some(revision) = self.reclaim(name).await {
                         return Some(self.lease(name, revision, sent, term));
                     }
@@ -100,7 +103,7 @@ impl Leases {
         }
     }
 
-    fn lease(&self, name: &str, revision: u64, sent: Instant, term: CancellationToken) -> Lease {
+    fn lease(&self, name: &str, revision: u64, sent: BootInstant, term: CancellationToken) -> Lease {
         Lease {
             kv: self.kv.clone(),
             name: name.to_string(),
@@ -140,7 +143,7 @@ pub struct Lease {
     /// The revision this engine last wrote; locked while writing so the keeper and a check never race.
     revision: tokio::sync::Mutex<u64>,
     /// Until when no other engine can hold the lease, by this machine's monotonic clock.
-    valid_until: Mutex<Instant>,
+    valid_until: Mutex<BootInstant>,
     /// Cancelled when the lease is lost or given up: everything acting under it stops.
     term: CancellationToken,
     lost: AtomicBool,
@@ -191,7 +194,7 @@ impl Lease {
 
     /// Writes the key over the revision last written, moving the deadline on.
     async fn renew(&self, revision: &mut u64) -> Result<(), Renewal> {
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         match self.kv.update(&self.name, self.holder.clone().into(), *revision).await {
             Ok(r) => {
                 *revision = r;
@@ -204,7 +207,7 @@ impl Lease {
     }
 
     fn expired(&self) -> bool {
-        Instant::now() >= *self.valid_until.lock().expect("lock")
+        BootInstant::now() >= *self.valid_until.lock().expect("lock")
     }
 
     /// Renews the lease until its term is cancelled (then gives it up), or cancels the term when it is lost
