@@ -140,7 +140,7 @@ impl Runner {
                                 if !lease.check().await {
                                     return Err(Failed::Disconnected("the lease is lost".into()));
                                 }
-                                effects.record(&append).await
+                                effects.record(&append, pending.seq).await
                             });
                             if recorded.await.is_none() {
                                 return Err(Flow::Cancelled);

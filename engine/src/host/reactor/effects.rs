@@ -178,10 +178,22 @@ impl Effects {
         Ok(Done::Published)
     }
 
-    /// Appends `append` for a reactor (a saga's rejection record), retried like any action.
-    pub async fn record(&self, append: &super::Append) -> Result<(), Failed> {
+    /// Appends `append` for a reactor (a saga's rejection record), retried like any action. `after` is the seq
+    /// of the event that caused the rejected action: the record can only lie after it.
+    pub async fn record(&self, append: &super::Append, after: u64) -> Result<(), Failed> {
         let event = append.event(Utc::now());
         let store = self.commands.store();
+        // Without an expected sequence only the msg id guards the append, and only within the dedup window: an
+        // action run again later (an outbox kept across a crash or a freeze, rejected again) would record the
+        // rejection twice. Found by the fault suite (tests/chaos.rs).
+        if append.expected_seq.is_none() {
+            let stored = store.load(&append.aggregate, &append.key, after + 1).await.map_err(|e| {
+                Failed::Transient(format!("{} on events.{}.{}: {e}", append.event_type, append.aggregate, append.key))
+            })?;
+            if stored.iter().any(|e| e.command_id == append.msg_id) {
+                return Ok(());
+            }
+        }
         match store.append_expecting(&append.aggregate, &append.key, append.expected_seq, &[event]).await {
             Ok(_) => Ok(()),
             Err(e) if self.client.connection_state() != State::Connected => Err(Failed::Disconnected(e.to_string())),
