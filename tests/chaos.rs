@@ -49,10 +49,8 @@ fn op(command_id: &str, target: &str, outcome: Outcome) -> Op {
 
 /// One open and one deposit of 100, acked, with views that agree.
 fn healthy() -> (Vec<Op>, Vec<Stored>, Vec<Views>) {
-    let history = vec![
-        op("open", "account.open", Outcome::Ok { seq: 1 }),
-        op("dep", "account.deposit", Outcome::Ok { seq: 2 }),
-    ];
+    let history =
+        vec![op("open", "account.open", Outcome::Ok { seq: 1 }), op("dep", "account.deposit", Outcome::Ok { seq: 2 })];
     let stream = vec![
         event(1, "account", "a1", "AccountOpened", "open", json!({"owner": "o"})),
         event(2, "account", "a1", "MoneyDeposited", "dep", json!({"amount": 100})),

@@ -111,7 +111,10 @@ pub fn check(history: &[Op], stream: &[Stored], views: &[Views]) -> (Vec<Violati
             Outcome::Ok { seq } => {
                 s.ok += 1;
                 if seqs.is_empty() {
-                    push("acked-lost", format!("{} {} {} acked at seq {seq}, not in the stream", op.command_id, op.target, op.body));
+                    push(
+                        "acked-lost",
+                        format!("{} {} {} acked at seq {seq}, not in the stream", op.command_id, op.target, op.body),
+                    );
                 } else if !seqs.contains(seq) {
                     push("acked-elsewhere", format!("{} acked at seq {seq}, stored at {seqs:?}", op.command_id));
                 }
@@ -158,7 +161,10 @@ pub fn check(history: &[Op], stream: &[Stored], views: &[Views]) -> (Vec<Violati
         if client_ids.contains(e.command_id.as_str()) {
             external += signed;
         } else if !e.correlation_id.starts_with("transfer:") {
-            push("foreign-money", format!("seq {} {} on {} from command {:?}", e.seq, e.event_type, e.id, e.command_id));
+            push(
+                "foreign-money",
+                format!("seq {} {} on {} from command {:?}", e.seq, e.event_type, e.id, e.command_id),
+            );
         }
     }
     let folded: i64 = balances.values().sum();
@@ -187,7 +193,10 @@ pub fn check(history: &[Op], stream: &[Stored], views: &[Views]) -> (Vec<Violati
         }
         if views.daily != (deposited, withdrawn, count) {
             let fold = (deposited, withdrawn, count);
-            push("view-daily-totals", format!("reading {n}: (deposited, withdrawn, count) = {:?}, fold {fold:?}", views.daily));
+            push(
+                "view-daily-totals",
+                format!("reading {n}: (deposited, withdrawn, count) = {:?}, fold {fold:?}", views.daily),
+            );
         }
     }
 
@@ -197,13 +206,19 @@ pub fn check(history: &[Op], stream: &[Stored], views: &[Views]) -> (Vec<Violati
         emitted.entry(&m.msg_id).or_default().push(m.event.seq);
         s.limit_events += 1;
         if !triggers.contains_key(&m.msg_id) {
-            push("reactor-spurious", format!("seq {} {} ({}) has no crossing behind it", m.event.seq, m.event.event_type, m.msg_id));
+            push(
+                "reactor-spurious",
+                format!("seq {} {} ({}) has no crossing behind it", m.event.seq, m.event.event_type, m.msg_id),
+            );
         }
     }
     for (effect, (seq, key)) in &triggers {
         let n = emitted.get(effect.as_str()).map_or(0, Vec::len);
         if n != 1 {
-            push("reactor-once", format!("withdrawal at seq {seq} crossed 10000 for {key}: {n} DailyLimitExceeded ({effect})"));
+            push(
+                "reactor-once",
+                format!("withdrawal at seq {seq} crossed 10000 for {key}: {n} DailyLimitExceeded ({effect})"),
+            );
         }
     }
 
@@ -233,25 +248,38 @@ fn check_transfers(stream: &[Stored], s: &mut Summary, push: &mut impl FnMut(&'s
             push("transfer", format!("{id}: events without TransferRequested"));
             continue;
         };
-        let (from, to, amount) = (req.data["from"].as_str().unwrap_or(""), req.data["to"].as_str().unwrap_or(""), req.data["amount"].as_i64().unwrap_or(0));
+        let (from, to, amount) = (
+            req.data["from"].as_str().unwrap_or(""),
+            req.data["to"].as_str().unwrap_or(""),
+            req.data["amount"].as_i64().unwrap_or(0),
+        );
         let moved = moves.remove(*id).unwrap_or_default();
         let net = |account: &str| -> (i64, usize) {
             let of: Vec<_> = moved.iter().filter(|e| e.id == account).collect();
-            let sum = of.iter().map(|e| e.data["amount"].as_i64().unwrap_or(0) * if e.event_type == "MoneyWithdrawn" { -1 } else { 1 }).sum();
+            let sum = of
+                .iter()
+                .map(|e| e.data["amount"].as_i64().unwrap_or(0) * if e.event_type == "MoneyWithdrawn" { -1 } else { 1 })
+                .sum();
             (sum, of.len())
         };
         match ends.as_slice() {
             ["TransferCompleted"] => {
                 s.transfers_completed += 1;
                 if net(from) != (-amount, 1) || net(to) != (amount, 1) || moved.len() != 2 {
-                    push("transfer-moves", format!("{id} completed ({from} -> {to}, {amount}): moves {}", describe(&moved)));
+                    push(
+                        "transfer-moves",
+                        format!("{id} completed ({from} -> {to}, {amount}): moves {}", describe(&moved)),
+                    );
                 }
             }
             ["TransferFailed"] => {
                 s.transfers_failed += 1;
                 let (f, n) = net(from);
                 if f != 0 || net(to).1 != 0 || !(n == 0 || n == 2) {
-                    push("transfer-moves", format!("{id} failed ({from} -> {to}, {amount}): moves {}", describe(&moved)));
+                    push(
+                        "transfer-moves",
+                        format!("{id} failed ({from} -> {to}, {amount}): moves {}", describe(&moved)),
+                    );
                 }
             }
             other => push("transfer-final", format!("{id} ({from} -> {to}, {amount}) not final once: {other:?}")),
@@ -263,6 +291,7 @@ fn check_transfers(stream: &[Stored], s: &mut Summary, push: &mut impl FnMut(&'s
 }
 
 fn describe(moved: &[&StoredEvent]) -> String {
-    let parts: Vec<String> = moved.iter().map(|e| format!("seq {} {} {} {}", e.seq, e.event_type, e.id, e.data["amount"])).collect();
+    let parts: Vec<String> =
+        moved.iter().map(|e| format!("seq {} {} {} {}", e.seq, e.event_type, e.id, e.data["amount"])).collect();
     format!("[{}]", parts.join(", "))
 }

@@ -27,7 +27,9 @@ pub const CLIENTS: usize = 3;
 /// (printed with the report).
 pub async fn scenario(secs: u64) -> Vec<checker::Violation> {
     let seed = rng::seed();
-    eprintln!("chaos: seed {seed} (CHAOS_SEED={seed} reproduces the choices), {secs} s, {ENGINES} engines, {CLIENTS} clients");
+    eprintln!(
+        "chaos: seed {seed} (CHAOS_SEED={seed} reproduces the choices), {secs} s, {ENGINES} engines, {CLIENTS} clients"
+    );
     let mut rng = Rng::new(seed);
     let mut cluster = Cluster::start(ENGINES).await;
     let c = workload::connect(&cluster.url()).await;

@@ -35,11 +35,7 @@ impl History {
 
 /// A client connection that reconnects forever, as a service's would.
 pub async fn connect(url: &str) -> Client {
-    async_nats::ConnectOptions::new()
-        .max_reconnects(None)
-        .connect(url)
-        .await
-        .expect("the workload connects")
+    async_nats::ConnectOptions::new().max_reconnects(None).connect(url).await.expect("the workload connects")
 }
 
 /// Sends `target` with `command_id` until an engine answers with something other than a transient error.
