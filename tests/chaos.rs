@@ -11,7 +11,16 @@ use serde_json::json;
 
 #[tokio::test]
 async fn under_faults_every_promise_holds() {
-    let violations = jepsen::scenario(25).await;
+    let violations = jepsen::scenario(25, false).await;
+    assert!(violations.is_empty(), "{} violations, see the report above", violations.len());
+}
+
+#[tokio::test]
+// Ignored: it finds, now and then, the open case described in the README (a command decided again by an engine
+// frozen inside it). Run it with --ignored, or the soak with CHAOS_CLUSTER=1.
+#[ignore = "a 3-node cluster; exposes an open fencing gap now and then (README, Fault tests)"]
+async fn under_faults_in_a_cluster_every_promise_holds() {
+    let violations = jepsen::scenario(25, true).await;
     assert!(violations.is_empty(), "{} violations, see the report above", violations.len());
 }
 
@@ -19,7 +28,8 @@ async fn under_faults_every_promise_holds() {
 #[ignore = "the soak: scripts/chaos.sh [SECS] [SEED]"]
 async fn soak() {
     let secs = std::env::var("CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
-    let violations = jepsen::scenario(secs).await;
+    let cluster = std::env::var("CHAOS_CLUSTER").is_ok_and(|v| v == "1");
+    let violations = jepsen::scenario(secs, cluster).await;
     assert!(violations.is_empty(), "{} violations, see the report above", violations.len());
 }
 

@@ -10,8 +10,10 @@ use eddy_engine::nats::{locate_binary, NatsServer};
 use futures::StreamExt;
 use tempfile::TempDir;
 
+use super::nodes::Nodes;
 use super::rng::Rng;
-use crate::common::{copy_example, eventually, free_port};
+use super::workload::try_connect;
+use crate::common::{copy_example, free_port};
 
 /// The engines' dedup window: a freeze outlasts it, so a woken engine meets repeats it no longer remembers.
 pub const WINDOW_SECS: u64 = 2;
@@ -22,32 +24,48 @@ const FREEZE: Duration = Duration::from_secs(10);
 pub enum Fault {
     KillEngine,
     FreezeLeaseHolder,
+    /// One server: killed and restarted.
     RestartNats,
+    /// A 3-node cluster: the stream's leader node killed and restarted.
+    LeaderLoss,
 }
 
-impl Fault {
-    pub fn all() -> &'static [Fault] {
-        &[Fault::KillEngine, Fault::FreezeLeaseHolder, Fault::RestartNats]
-    }
+/// The NATS side: one server, or a 3-node cluster with the stream on 3 replicas.
+enum Backend {
+    Single { port: u16, server: Option<Box<NatsServer>> },
+    Nodes(Nodes),
 }
 
 pub struct Cluster {
     dir: TempDir,
-    port: u16,
-    nats: Option<NatsServer>,
+    backend: Backend,
     config: PathBuf,
     engines: Vec<Child>,
+    /// Engines that exited on their own and were restarted.
+    pub restarts: usize,
 }
 
 impl Cluster {
-    /// A nats-server and `n` engines on the bank example with a short dedup window, each ready.
-    pub async fn start(n: usize) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A nats-server (or with `nodes`, a 3-node cluster and a stream of 3 replicas) and `n` engines on the
+    /// bank example with a short dedup window, each ready.
+    pub async fn start(n: usize, nodes: bool) -> Self {
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        // Kept when a fault or the checker fails (the store and the engine logs); removed by a clean `stop`.
+        dir.disable_cleanup(true);
         let config = dir.path().join("config");
         copy_example("bank", &config);
-        std::fs::write(config.join("eddy.toml"), format!("[engine]\ndedup_window_secs = {WINDOW_SECS}\n")).unwrap();
-        let mut cluster = Cluster { port: free_port(), dir, nats: None, config, engines: Vec::new() };
-        cluster.start_nats().await;
+        let replicas = if nodes { 3 } else { 1 };
+        let toml = format!("[engine]\ndedup_window_secs = {WINDOW_SECS}\nreplicas = {replicas}\n");
+        std::fs::write(config.join("eddy.toml"), toml).unwrap();
+        let backend = if nodes {
+            Backend::Nodes(Nodes::start(&dir.path().join("nodes"), 3).await)
+        } else {
+            Backend::Single { port: free_port(), server: None }
+        };
+        let mut cluster = Cluster { dir, backend, config, engines: Vec::new(), restarts: 0 };
+        if !nodes {
+            cluster.start_nats().await;
+        }
         for i in 0..n {
             let child = cluster.spawn(i);
             cluster.engines.push(child);
@@ -56,8 +74,18 @@ impl Cluster {
         cluster
     }
 
+    /// The faults that apply to this backend.
+    pub fn faults(&self) -> Vec<Fault> {
+        let nats = if matches!(self.backend, Backend::Nodes(_)) { Fault::LeaderLoss } else { Fault::RestartNats };
+        vec![Fault::KillEngine, Fault::FreezeLeaseHolder, nats]
+    }
+
+    /// The client URL, comma-separated nodes for a cluster.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.backend {
+            Backend::Single { port, .. } => format!("nats://127.0.0.1:{port}"),
+            Backend::Nodes(nodes) => nodes.url(),
+        }
     }
 
     fn engine_dir(&self, i: usize) -> PathBuf {
@@ -67,19 +95,20 @@ impl Cluster {
     async fn start_nats(&mut self) {
         let binary = locate_binary().expect("nats-server: run scripts/install-nats.sh");
         let store = self.dir.path().join("nats");
+        let Backend::Single { port, server } = &mut self.backend else { return };
         let mut last = String::new();
         // The port of a killed server may take a moment to be free again.
         for _ in 0..100 {
-            match NatsServer::start(&binary, self.port, &store).await {
-                Ok(server) => {
-                    self.nats = Some(server);
+            match NatsServer::start(&binary, *port, &store).await {
+                Ok(started) => {
+                    *server = Some(Box::new(started));
                     return;
                 }
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("nats-server restarts on port {}: {last}", self.port);
+        panic!("nats-server restarts on port {port}: {last}");
     }
 
     fn spawn(&self, i: usize) -> Child {
@@ -98,11 +127,24 @@ impl Cluster {
             .expect("eddy starts")
     }
 
-    /// Waits until `n` engines answer `$SRV.PING.eddy`.
-    async fn wait_engines(&self, n: usize) {
-        let url = self.url();
-        let live = eventually(60, || async { live_engines(&url).await >= n }).await;
-        assert!(live, "{n} engines answer $SRV.PING (logs in {})", self.dir.path().display());
+    /// Waits until `n` engines answer `$SRV.PING.eddy`. An engine that exited (it stops when NATS does not
+    /// answer while it starts, as on a cluster electing leaders) is restarted, as a supervisor would.
+    async fn wait_engines(&mut self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
+            for i in 0..self.engines.len() {
+                if let Ok(Some(status)) = self.engines[i].try_wait() {
+                    eprintln!("chaos: engine {i} exited ({status}); restarting it, as a supervisor would");
+                    self.restarts += 1;
+                    self.engines[i] = self.spawn(i);
+                }
+            }
+            if live_engines(&self.url()).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{n} engines answer $SRV.PING (store and logs kept in {})", self.dir.path().display());
     }
 
     fn signal(&self, i: usize, sig: i32) {
@@ -133,8 +175,17 @@ impl Cluster {
                 let who = if holder.is_some() { "the transfer lease holder" } else { "(no holder found)" };
                 format!("SIGSTOP engine {i} {who} for {} s, SIGCONT", FREEZE.as_secs())
             }
+            Fault::LeaderLoss => {
+                let Backend::Nodes(nodes) = &mut self.backend else { unreachable!("only with a cluster") };
+                let leader = nodes.leader("EVENTS").await.unwrap_or(0);
+                let down = Duration::from_millis(rng.range(500, 3_000));
+                nodes.bounce(leader, down).await;
+                self.wait_engines(n).await;
+                format!("SIGKILL the stream leader node n{leader}, down {} ms, restarted", down.as_millis())
+            }
             Fault::RestartNats => {
-                self.nats.take().expect("nats runs").kill().await;
+                let Backend::Single { server, .. } = &mut self.backend else { unreachable!("only with one server") };
+                server.take().expect("nats runs").kill().await;
                 let down = Duration::from_millis(rng.range(200, 2_000));
                 tokio::time::sleep(down).await;
                 self.start_nats().await;
@@ -146,7 +197,7 @@ impl Cluster {
 
     /// Which engine holds `reactor`'s lease (the KV value is the holder's `.engine-id`).
     async fn lease_holder(&self, reactor: &str) -> Option<usize> {
-        let c = async_nats::connect(self.url()).await.ok()?;
+        let c = try_connect(&self.url()).await?;
         let js = async_nats::jetstream::new(c);
         let kv = js.get_key_value("EVENTS_leases").await.ok()?;
         let holder = kv.get(reactor).await.ok()??;
@@ -156,20 +207,21 @@ impl Cluster {
         })
     }
 
-    /// Keeps the directory (store and engine logs) for a post-mortem and returns its path.
-    pub fn keep(&mut self) -> String {
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        dir.keep().display().to_string()
-    }
-
-    pub async fn stop(mut self) {
+    /// Stops everything; removes the directory unless `keep` (a post-mortem).
+    pub async fn stop(mut self, keep: bool) {
         for e in &mut self.engines {
             let _killed = e.kill();
             let _waited = e.wait();
         }
-        if let Some(nats) = self.nats.take() {
-            nats.stop().await;
+        match &mut self.backend {
+            Backend::Single { server, .. } => {
+                if let Some(nats) = server.take() {
+                    nats.stop().await;
+                }
+            }
+            Backend::Nodes(nodes) => nodes.kill_all(),
         }
+        self.dir.disable_cleanup(keep);
     }
 
     pub fn dir(&self) -> &Path {
@@ -187,7 +239,7 @@ impl Drop for Cluster {
 
 /// How many engines answer `$SRV.PING.eddy` within a short while.
 pub async fn live_engines(url: &str) -> usize {
-    let Ok(c) = async_nats::connect(url).await else { return 0 };
+    let Some(c) = try_connect(url).await else { return 0 };
     let inbox = c.new_inbox();
     let Ok(mut replies) = c.subscribe(inbox.clone()).await else { return 0 };
     if c.publish_with_reply("$SRV.PING.eddy", inbox, "".into()).await.is_err() {

@@ -5,6 +5,7 @@
 
 pub mod checker;
 pub mod faults;
+pub mod nodes;
 pub mod observe;
 pub mod rng;
 pub mod workload;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::eventually;
-use faults::{Cluster, Fault};
+use faults::Cluster;
 use rng::Rng;
 use workload::History;
 
@@ -24,14 +25,13 @@ pub const ENGINES: usize = 3;
 pub const CLIENTS: usize = 3;
 
 /// Runs the workload for about `secs` seconds under faults, settles, and returns the checker's violations
-/// (printed with the report).
-pub async fn scenario(secs: u64) -> Vec<checker::Violation> {
+/// (printed with the report). With `nodes`, NATS is a 3-node cluster and the stream has 3 replicas; the NATS fault is leader loss.
+pub async fn scenario(secs: u64, nodes: bool) -> Vec<checker::Violation> {
     let seed = rng::seed();
-    eprintln!(
-        "chaos: seed {seed} (CHAOS_SEED={seed} reproduces the choices), {secs} s, {ENGINES} engines, {CLIENTS} clients"
-    );
+    let backend = if nodes { "a 3-node cluster" } else { "one nats-server" };
+    eprintln!("chaos: seed {seed} (CHAOS_SEED={seed} reproduces the choices), {secs} s, {ENGINES} engines, {CLIENTS} clients, {backend}");
     let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::start(ENGINES).await;
+    let mut cluster = Cluster::start(ENGINES, nodes).await;
     let c = workload::connect(&cluster.url()).await;
     let history = History::default();
     workload::setup(&c, &history).await;
@@ -47,14 +47,15 @@ pub async fn scenario(secs: u64) -> Vec<checker::Violation> {
 
     // Every kind of fault once in a seeded order, then seeded picks until the time is up.
     let until = Instant::now() + Duration::from_secs(secs);
-    let mut plan = Fault::all().to_vec();
+    let kinds = cluster.faults();
+    let mut plan = kinds.clone();
     for i in (1..plan.len()).rev() {
         plan.swap(i, rng.range(0, i as u64) as usize);
     }
     let mut applied = Vec::new();
     let mut round = 0;
-    while Instant::now() < until || round < Fault::all().len() {
-        let fault = plan.get(round).copied().unwrap_or_else(|| Fault::all()[rng.range(0, 2) as usize]);
+    while Instant::now() < until || round < kinds.len() {
+        let fault = plan.get(round).copied().unwrap_or_else(|| kinds[rng.range(0, kinds.len() as u64 - 1) as usize]);
         tokio::time::sleep(Duration::from_millis(rng.range(500, 2_000))).await;
         let what = cluster.apply(fault, &mut rng).await;
         eprintln!("chaos: fault {round}: {what}");
@@ -88,7 +89,11 @@ pub async fn scenario(secs: u64) -> Vec<checker::Violation> {
     let sent = ops.len();
     let (violations, summary) = checker::check(&ops, &stream, &views);
 
-    eprintln!("chaos: faults applied: {}", applied.len());
+    eprintln!(
+        "chaos: faults applied: {}; engines that exited on their own and were restarted: {}",
+        applied.len(),
+        cluster.restarts
+    );
     for what in &applied {
         eprintln!("  - {what}");
     }
@@ -100,11 +105,15 @@ pub async fn scenario(secs: u64) -> Vec<checker::Violation> {
     if violations.is_empty() {
         eprintln!("chaos: no violation");
     } else {
-        eprintln!("chaos: {} violations (seed {seed}); engine logs kept in {}", violations.len(), cluster.keep());
+        eprintln!(
+            "chaos: {} violations (seed {seed}); engine logs kept in {}",
+            violations.len(),
+            cluster.dir().display()
+        );
         for v in &violations {
             eprintln!("  {v}");
         }
     }
-    cluster.stop().await;
+    cluster.stop(!violations.is_empty()).await;
     violations
 }

@@ -33,9 +33,14 @@ impl History {
     }
 }
 
-/// A client connection that reconnects forever, as a service's would.
+/// A client connection that reconnects forever, as a service's would, to `url` (comma-separated nodes).
 pub async fn connect(url: &str) -> Client {
-    async_nats::ConnectOptions::new().max_reconnects(None).connect(url).await.expect("the workload connects")
+    try_connect(url).await.expect("the workload connects")
+}
+
+pub async fn try_connect(url: &str) -> Option<Client> {
+    let urls: Vec<&str> = url.split(',').collect();
+    async_nats::ConnectOptions::new().max_reconnects(None).retry_on_initial_connect().connect(urls).await.ok()
 }
 
 /// Sends `target` with `command_id` until an engine answers with something other than a transient error.
