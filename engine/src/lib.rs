@@ -9,5 +9,6 @@ pub mod config;
 pub mod envelope;
 pub mod host;
 pub mod nats;
+pub mod peers;
 pub mod runtime;
 pub mod store;

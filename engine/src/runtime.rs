@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::{self, CommandService};
 use crate::config::Config;
 use crate::nats::{self, Embedded, NatsServer, Supervisor};
+use crate::peers;
 use crate::store::{self, EventStore};
 
 /// The service name seen by `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`.
@@ -28,6 +29,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error("micro service: {0}")]
     Service(String),
+    #[error(transparent)]
+    Mixed(#[from] peers::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,9 +85,16 @@ impl Engine {
             .service_builder()
             .description("eddy: workflow and saga engine on JetStream")
             .queue_group(QUEUE_GROUP)
+            .metadata(peers::metadata(config))
             .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
             .await
             .map_err(|e| Error::Service(e.to_string()))?;
+        // Before taking any command: the service is up (so an engine starting at the same moment sees this one
+        // too, and at worst both refuse), but no endpoint is.
+        if let Err(e) = peers::check(&client, SERVICE_NAME, &service.info().await.id, config).await {
+            let _stopped = service.stop().await;
+            return Err(e.into());
+        }
         let commands = Arc::new(CommandService::new(config, store.clone()));
         let stop = CancellationToken::new();
         let endpoint =

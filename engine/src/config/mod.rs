@@ -99,6 +99,9 @@ pub struct EngineConfig {
     pub dedup_window_secs: u64,
     /// How many aggregates' states the command service keeps in memory.
     pub cache_size: usize,
+    /// Start even when a live engine on the same `api_prefix` serves different aggregates or commands (a
+    /// rolling upgrade between configs); otherwise such a start is refused (`engine/src/peers.rs`).
+    pub allow_mixed: bool,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +113,7 @@ impl Default for EngineConfig {
             api_prefix: "eddy".into(),
             dedup_window_secs: 120,
             cache_size: 100_000,
+            allow_mixed: false,
         }
     }
 }

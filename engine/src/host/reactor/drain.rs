@@ -11,6 +11,7 @@ use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_
 use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
+use crate::api::{ErrorCode, Failure};
 
 /// Correlation ids whose actions run at once.
 const LANES: usize = 64;
@@ -129,6 +130,29 @@ impl Runner {
             if !self.lease.check().await {
                 return Err(Flow::Cancelled);
             }
+            // A saga command whose rejection is already on the instance's log was run before (by this engine
+            // before a crash, or by a lease holder that lost the lease before clearing its outbox): the saga
+            // has moved on, so running it again must not let it succeed now (a debit of a failed transfer).
+            // Found by the fault suite (tests/chaos.rs) on a leader loss.
+            let probe = Failure::new(ErrorCode::Rejected, "");
+            if let Some(append) = self.shared.logic.on_rejected(pending, &probe) {
+                match self.host.effects.recorded(&append, pending.seq).await {
+                    Ok(true) => {
+                        tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, "the action was rejected before and the rejection is recorded; not running it again");
+                        self.done(pending, None);
+                        return Ok(Some(Done::Command(Some(probe))));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = ?e, "cannot look for a recorded rejection; retrying");
+                        if !sleep(&self.cancel, backoff).await {
+                            return Err(Flow::Cancelled);
+                        }
+                        backoff = (backoff * 2).min(RECONNECT_BACKOFF);
+                        continue;
+                    }
+                }
+            }
             match self.host.effects.run(self.name(), pending).await {
                 Ok(done) => {
                     if let Done::Command(Some(rejection)) = &done {
@@ -140,7 +164,7 @@ impl Runner {
                                 if !lease.check().await {
                                     return Err(Failed::Disconnected("the lease is lost".into()));
                                 }
-                                effects.record(&append).await
+                                effects.record(&append, pending.seq).await
                             });
                             if recorded.await.is_none() {
                                 return Err(Flow::Cancelled);

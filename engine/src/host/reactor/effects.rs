@@ -124,7 +124,13 @@ impl Effects {
         match failure {
             None => Ok(Done::Command(None)),
             Some(f) if f.code == ErrorCode::Rejected => Ok(Done::Command(Some(f))),
-            Some(f) if matches!(f.code, ErrorCode::Unavailable | ErrorCode::Internal) => {
+            // The store did not answer (a stream without a leader during an election, a server restarting):
+            // not the action's fault, so it is waited out like a lost connection rather than spending the
+            // retries and parking a saga's step. Found by the fault suite (tests/chaos.rs) on a leader loss.
+            Some(f) if f.code == ErrorCode::Unavailable => {
+                Err(Failed::Disconnected(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message())))
+            }
+            Some(f) if f.code == ErrorCode::Internal => {
                 Err(Failed::Transient(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message())))
             }
             Some(f) => Err(Failed::Permanent(format!("{aggregate}.{command}: {}: {}", f.code.as_str(), f.message()))),
@@ -178,8 +184,30 @@ impl Effects {
         Ok(Done::Published)
     }
 
-    /// Appends `append` for a reactor (a saga's rejection record), retried like any action.
-    pub async fn record(&self, append: &super::Append) -> Result<(), Failed> {
+    /// Whether `append` (a saga's rejection record, appended without an expected sequence) is stored already.
+    /// `after` is the seq of the event that caused the rejected action: the record can only lie after it.
+    pub async fn recorded(&self, append: &super::Append, after: u64) -> Result<bool, Failed> {
+        let store = self.commands.store();
+        let failed = |e: store::Error| {
+            Failed::Transient(format!("{} on events.{}.{}: {e}", append.event_type, append.aggregate, append.key))
+        };
+        // Usually nothing lies after the cause: one direct get settles it.
+        match store.last_event(&append.aggregate, &append.key).await.map_err(failed)? {
+            Some(last) if last.seq > after => {}
+            _ => return Ok(false),
+        }
+        let stored = store.load(&append.aggregate, &append.key, after + 1).await.map_err(failed)?;
+        Ok(stored.iter().any(|e| e.command_id == append.msg_id))
+    }
+
+    /// Appends `append` for a reactor (a saga's rejection record) unless it is stored already, retried like any
+    /// action. Without an expected sequence only the msg id guards the append, and only within the dedup window:
+    /// an action run again later (an outbox kept across a crash or a freeze) would record it twice. Found by
+    /// the fault suite (tests/chaos.rs).
+    pub async fn record(&self, append: &super::Append, after: u64) -> Result<(), Failed> {
+        if append.expected_seq.is_none() && self.recorded(append, after).await? {
+            return Ok(());
+        }
         let event = append.event(Utc::now());
         let store = self.commands.store();
         match store.append_expecting(&append.aggregate, &append.key, append.expected_seq, &[event]).await {
