@@ -1,9 +1,11 @@
 //! A `list` query's scan over a view copy: documents in key order, filtered by a `where` expression.
 //!
-//! It runs on tokio's blocking pool, never on the workers that decide commands, and at most
-//! [`MAX_CONCURRENT`] at a time, so heavy queries queue instead of starving the command path. A scan that
-//! has examined documents for [`MAX_SCAN`] returns the page it has with `next` set to the last key it
-//! examined: the client continues from there, and no query holds a thread for longer.
+//! Scans run on a few threads of their own at a lower CPU priority (nice 10), never on the workers that
+//! decide commands: on a busy machine the kernel gives commands the CPU first, so heavy queries slow down
+//! instead of slowing commands (measured by `eddy bench starve`). Scans queue for those threads, and one
+//! that cannot start within [`MAX_TURN_WAIT`] is answered `unavailable`. A scan that has examined
+//! documents for [`MAX_SCAN`] returns the page it has with `next` set to the last key it examined: the
+//! client continues from there, and no query holds a thread for longer.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -12,21 +14,47 @@ use eddy_engine::api::{ErrorCode, Failure};
 use eddy_engine::cel::{map_to_cel, Expr, Vars};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
-use tokio::sync::Semaphore;
 
 use crate::store::ViewStore;
 
 /// How long one scan examines documents before it returns a partial page.
 pub const MAX_SCAN: Duration = Duration::from_secs(2);
 
-/// Scans running at once; more wait for a turn.
-pub const MAX_CONCURRENT: usize = 4;
+/// Threads that scan; more scans wait for one.
+pub const SCAN_THREADS: usize = 2;
 
-/// How long a scan waits for its turn before it is answered `unavailable`: under overload, queries fail
-/// fast instead of piling up for clients that have given up.
+/// How long a scan waits to start before it is answered `unavailable`: under overload, queries fail fast
+/// instead of piling up for clients that have given up.
 pub const MAX_TURN_WAIT: Duration = Duration::from_secs(5);
 
-static TURNS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT)));
+/// Scans waiting for a thread; more are answered `unavailable` at once.
+const QUEUE: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static POOL: LazyLock<std::sync::mpsc::SyncSender<Job>> = LazyLock::new(|| {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..SCAN_THREADS {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new().name(format!("eddy-scan-{i}")).spawn(move || {
+            // SAFETY: on Linux, PRIO_PROCESS with 0 sets the nice value of the calling thread only.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match job {
+                    // A panicking scan answers its query `internal` (its sender is dropped); the thread lives on.
+                    Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+                    Err(_) => break,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a scan thread");
+        }
+    }
+    tx
+});
 
 /// One document of a page.
 #[derive(Serialize)]
@@ -49,21 +77,21 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Runs `scan` over `store` on the blocking pool.
+/// Runs `scan` over `store` on a scan thread.
 pub async fn run(store: ViewStore, scan: Scan) -> Result<Page, Failure> {
     let busy = || Failure::new(ErrorCode::Unavailable, "too many list queries are running; try again");
-    let turn = tokio::time::timeout(MAX_TURN_WAIT, TURNS.clone().acquire_owned())
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
-    let page = tokio::task::spawn_blocking(move || {
-        let page = scan_blocking(&store, &scan, Instant::now() + MAX_SCAN);
-        drop(turn);
-        page
-    })
-    .await
-    .map_err(|e| Failure::new(ErrorCode::Internal, format!("the scan failed: {e}")))?;
-    page
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let queued = Instant::now();
+    let job: Job = Box::new(move || {
+        // A scan whose client has surely given up by now is not started.
+        let page = match queued.elapsed() > MAX_TURN_WAIT {
+            true => Err(busy()),
+            false => scan_blocking(&store, &scan, Instant::now() + MAX_SCAN),
+        };
+        let _gone = tx.send(page);
+    });
+    POOL.try_send(job).map_err(|_| busy())?;
+    rx.await.map_err(|_| Failure::new(ErrorCode::Internal, "the scan failed"))?
 }
 
 fn scan_blocking(store: &ViewStore, scan: &Scan, deadline: Instant) -> Result<Page, Failure> {

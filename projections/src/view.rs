@@ -321,10 +321,8 @@ impl View {
             if caught_up { 0 } else { self.events.last_seq().await.unwrap_or(0).saturating_sub(active.position()) };
         // A rebuild that stops at a failing update never becomes active: show its stop too.
         let next = self.next.lock().expect("lock").clone();
-        let stopped_at = [Some(&active), next.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|g| g.stopped.lock().expect("lock").clone());
+        let stopped_at =
+            [Some(&active), next.as_ref()].into_iter().flatten().find_map(|g| g.stopped.lock().expect("lock").clone());
         let (parked_events, parked) = active.store.parked(PARKED_LISTED);
         let status = if stopped_at.is_some() {
             "failed"
