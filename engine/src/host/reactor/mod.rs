@@ -7,11 +7,13 @@
 mod admin;
 mod drain;
 mod effects;
+mod entries;
 mod lease;
 mod runner;
 mod sagas;
 mod set;
 mod settle;
+mod standby;
 mod state;
 mod watermark;
 
