@@ -166,7 +166,14 @@ async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating
     let mut a = a;
     a.kill().unwrap();
     let killed = Instant::now();
+    let killed_at = std::time::SystemTime::now();
     a.wait().unwrap();
+    // When the lease expires: 6 s after the dead holder's last renewal, as the server stamped it.
+    let js = async_nats::jetstream::new(c.clone());
+    let leases = js.get_key_value("EVENTS_leases").await.unwrap();
+    let renewed = leases.entry("transfer").await.unwrap().expect("the dead holder's lease").created;
+    let renewed = std::time::UNIX_EPOCH + Duration::from_nanos(renewed.unix_timestamp_nanos() as u64);
+    let expires = (renewed + Duration::from_secs(6)).duration_since(killed_at).unwrap_or_default();
     let reply = send_until_answered(&c, "transfer.request", transfer("t-new", 2 * TRANSFERS), "req-t-new").await;
     assert_eq!(reply["ok"], true, "{reply}");
     let mut took_over = None;
@@ -184,7 +191,7 @@ async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating
     assert!(done, "the standby takes over and completes a new transfer");
     let completed = killed.elapsed();
     eprintln!(
-        "takeover on a stream of {seeded} events: running {took_over:?} after the kill, a new transfer completed after {completed:?}"
+        "takeover on a stream of {seeded} events: the lease expired {expires:?} after the kill; the standby was running {took_over:?} and had completed a new transfer {completed:?} after the kill"
     );
 
     for n in 0..2 * TRANSFERS {

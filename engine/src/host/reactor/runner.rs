@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::entries::{Cache, Overlay};
 use super::lease::{Lease, Leases};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
-use super::entries::{Cache, Overlay};
 use super::{effect_id, Effects, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};

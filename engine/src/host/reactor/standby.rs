@@ -64,7 +64,9 @@ impl Warm {
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(reactor = %self.name(), error = %e, "standby cannot read the watermark; retrying"),
+                Err(e) => {
+                    tracing::warn!(reactor = %self.name(), error = %e, "standby cannot read the watermark; retrying")
+                }
             }
             if !sleep(&self.cancel, MARK_POLL).await {
                 return;
@@ -177,7 +179,9 @@ impl Warm {
                 Ok(Some(mark)) => self.mark = mark,
                 // The reactor was deleted meanwhile: the config change stops this task.
                 Ok(None) => {}
-                Err(e) => tracing::warn!(reactor = %self.name(), error = %e, "standby cannot read the watermark; retrying"),
+                Err(e) => {
+                    tracing::warn!(reactor = %self.name(), error = %e, "standby cannot read the watermark; retrying")
+                }
             }
         }
     }
