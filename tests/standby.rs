@@ -3,9 +3,10 @@
 //! watermark instead of rebuilding from the start of the stream, finishing the transfers in flight and new
 //! ones without storing anything twice.
 //!
-//! The takeover time is printed, not asserted. `EDDY_TAKEOVER_EVENTS` (default 20,000) sets how many events
-//! are seeded and `EDDY_TAKEOVER_BIN` which `eddy` binary runs (a release build, for measuring):
-//! `EDDY_TAKEOVER_EVENTS=200000 EDDY_TAKEOVER_BIN=target/release/eddy cargo test --test standby -- --nocapture`
+//! The takeover time is printed, not asserted. `TAKEOVER_EVENTS` (default 20,000) sets how many events
+//! are seeded and `TAKEOVER_BIN` which `eddy` binary runs (a release build, for measuring; not `EDDY_*`, which
+//! the engines would read as config):
+//! `TAKEOVER_EVENTS=200000 TAKEOVER_BIN=target/release/eddy cargo test --test standby -- --nocapture`
 
 mod common;
 
@@ -27,7 +28,7 @@ const TRANSFERS: usize = 5;
 fn spawn(config: &Path, url: &str, data: &Path) -> Child {
     std::fs::create_dir_all(data).unwrap();
     let log = std::fs::File::create(data.join("eddy.log")).unwrap();
-    let binary = std::env::var("EDDY_TAKEOVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_eddy").to_string());
+    let binary = std::env::var("TAKEOVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_eddy").to_string());
     Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
@@ -99,13 +100,20 @@ async fn stream_after(c: &Client, from: u64) -> Vec<(u64, String, HeaderMap)> {
     out
 }
 
+/// The end of an engine's log, for a failure's message.
+fn log_tail(data: &Path) -> String {
+    let log = std::fs::read_to_string(data.join("eddy.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
 fn header(h: &HeaderMap, name: &str) -> String {
     h.get(name).map(|v| v.as_str().to_string()).unwrap_or_default()
 }
 
 #[tokio::test]
 async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating_anything() {
-    let events: usize = std::env::var("EDDY_TAKEOVER_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let events: usize = std::env::var("TAKEOVER_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let nats = TestServer::start().await;
     let c = nats.client().await;
     let config = nats.dir.path().join("config");
@@ -124,7 +132,7 @@ async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating
         let s = transfer_status(&c).await;
         s["status"] == "running" && s["position"].as_u64().unwrap_or(0) >= seeded
     });
-    assert!(holder_ready.await, "the first engine runs the saga: {}", transfer_status(&c).await);
+    assert!(holder_ready.await, "the first engine runs the saga: {}\n{}", transfer_status(&c).await, log_tail(&a_dir));
 
     for n in 0..TRANSFERS {
         ok(&c, "transfer.request", transfer(&format!("t{n}"), n)).await;
