@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 /// The dedup window the engines run with: the freeze outlasts it by far.
 const WINDOW_SECS: u64 = 2;
-/// Longer than the lease (6 s) plus a standby's retry (2 s), the window, and time for the other engine to
+/// Longer than the lease (6 s) plus a standby's retry (0.5 s), the window, and time for the other engine to
 /// finish the transfers.
 const FREEZE: Duration = Duration::from_secs(14);
 const ACCOUNTS: usize = 8;

@@ -50,6 +50,9 @@ pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyh
     let counts: Vec<String> =
         reply["states"].as_object().into_iter().flatten().map(|(s, n)| format!("{s}: {n}")).collect();
     println!("all instances by state: {}", if counts.is_empty() { "none".into() } else { counts.join(", ") });
+    if let (Some(status), Some(position)) = (reply["status"].as_str(), reply["position"].as_u64()) {
+        println!("answered by an engine where the saga is {status}, at seq {position}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,6 +40,10 @@ pub const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How much earlier than the server could expire the key the holder stops trusting it: room for the two
 /// clocks to run at slightly different rates.
 const MARGIN: Duration = Duration::from_secs(1);
+/// How often a standby asks for a lease another engine holds. The key's expiry is not announced (max age
+/// removes it silently), so this bounds how long after expiry a takeover starts: two KV requests per
+/// reactor and standby every half second.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// How soon a lease is asked for again when the server did not answer (rather than refused).
 const UNREACHABLE_RETRY: Duration = Duration::from_millis(500);
 
@@ -90,7 +94,7 @@ impl Leases {
                         tracing::info!(reactor = %name, "another engine runs this reactor; standing by");
                         waiting = true;
                     }
-                    LEASE_TTL / 3
+                    STANDBY_POLL
                 }
                 Err(e) => {
                     tracing::warn!(reactor = %name, error = %e, "cannot take the reactor's lease; retrying");

@@ -8,11 +8,13 @@ mod admin;
 mod clock;
 mod drain;
 mod effects;
+mod entries;
 mod lease;
 mod runner;
 mod sagas;
 mod set;
 mod settle;
+mod standby;
 mod state;
 mod watermark;
 

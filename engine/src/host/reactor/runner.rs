@@ -2,19 +2,18 @@
 //! outbox, advance the watermark. Reading runs in a second task joined by a short queue, so the next batch
 //! arrives while this one is decided.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value as Json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::entries::{Cache, Overlay};
 use super::lease::{Lease, Leases};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
-use super::{effect_id, Effects, Entries, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
+use super::{effect_id, Effects, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};
 
@@ -91,35 +90,6 @@ pub(super) enum Flow {
     Cancelled,
 }
 
-/// Committed entries kept in memory, so that a catch-up over many keys does not read each from sled again
-/// in every batch. Cleared when it grows past this many.
-const CACHE_MAX: usize = 100_000;
-
-/// The entries of a batch in progress over the committed ones.
-struct Overlay<'a> {
-    changes: &'a Changes,
-    cache: &'a std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
-    state: &'a ReactorState,
-}
-
-impl Entries for Overlay<'_> {
-    fn get(&self, key: &str) -> Result<Option<Map<String, Json>>, String> {
-        if let Some(entry) = self.changes.get(key) {
-            return Ok(entry.clone());
-        }
-        let mut cache = self.cache.lock().expect("lock");
-        if let Some(entry) = cache.get(key) {
-            return Ok(entry.clone());
-        }
-        let entry = self.state.get(key).map_err(|e| e.to_string())?;
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key.to_string(), entry.clone());
-        Ok(entry)
-    }
-}
-
 /// Runs a reactor until its token is cancelled, whenever this engine holds its lease.
 pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
     let name = shared.name().to_string();
@@ -127,7 +97,16 @@ pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
         shared.set_status(Status::Standby);
         // Cancelled when the lease is lost or the reactor stops; the keeper is owned by this loop.
         let term = shared.cancel.child_token();
-        let Some(lease) = host.leases.acquire(&name, term.clone()).await else { break };
+        // While another engine holds the lease, keep the state warm; stop folding as soon as it is ours.
+        let warming = term.child_token();
+        let acquiring = host.leases.acquire(&name, term.clone());
+        tokio::pin!(acquiring);
+        let acquired = tokio::select! {
+            lease = &mut acquiring => lease,
+            () = super::standby::warm(shared.clone(), host.clone(), warming.clone()) => acquiring.await,
+        };
+        warming.cancel();
+        let Some(lease) = acquired else { break };
         let lease = Arc::new(lease);
         let keeper = {
             let lease = lease.clone();
@@ -161,8 +140,7 @@ pub(super) struct Runner {
     pub(super) quiet_until: u64,
     pub(super) bookmark: u64,
     pub(super) redrive: bool,
-    /// See [`CACHE_MAX`]; holds only what is committed.
-    pub(super) cache: std::sync::Mutex<HashMap<String, Option<Map<String, Json>>>>,
+    pub(super) cache: Cache,
 }
 
 impl Runner {
@@ -278,6 +256,12 @@ impl Runner {
                 _ = self.cancel.cancelled() => return Flow::Cancelled,
                 _ = self.shared.retry.notified() => {
                     self.redrive = true;
+                    continue;
+                }
+                // Idle after a batch whose mark was held back: standbys fold only up to the watermark, so it
+                // must not wait for the next event to reach the bookmark.
+                _ = tokio::time::sleep(MARK_EVERY), if self.bookmark > self.mark.handled_seq => {
+                    self.advance_mark(false).await;
                     continue;
                 }
                 batch = rx.recv() => match batch {
@@ -420,14 +404,7 @@ impl Runner {
                 }
             }
         }
-        let mut cache = self.cache.lock().expect("lock");
-        for (key, entry) in changes {
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(key.clone(), entry.clone());
-        }
-        drop(cache);
+        self.cache.committed(changes);
         self.bookmark = bookmark;
         self.shared.position.store(bookmark, Ordering::Relaxed);
         true

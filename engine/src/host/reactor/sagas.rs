@@ -100,7 +100,9 @@ pub fn list(reactors: &Reactors, body: &[u8]) -> Reply {
         item["in_state_secs"] = json!(in_state);
         items.push(item);
     }
-    Reply::ok_json(&json!({"ok": true, "saga": req.saga, "items": items, "next": next, "states": by_state}))
+    let mut reply = json!({"ok": true, "saga": req.saga, "items": items, "next": next, "states": by_state});
+    answered_by(reactors, &req.saga, &mut reply);
+    Reply::ok_json(&reply)
 }
 
 /// One instance, with its whole history.
@@ -114,11 +116,25 @@ pub fn get(reactors: &Reactors, body: &[u8]) -> Reply {
         Err(reply) => return reply,
     };
     match state.get(&req.id) {
-        Ok(Some(entry)) => Reply::ok_json(&json!({"ok": true, "saga": req.saga, "instance": entry})),
+        Ok(Some(entry)) => {
+            let mut reply = json!({"ok": true, "saga": req.saga, "instance": entry});
+            answered_by(reactors, &req.saga, &mut reply);
+            Reply::ok_json(&reply)
+        }
         Ok(None) => Reply::failure(Failure::new(
             ErrorCode::NotFound,
             format!("saga `{}` has no instance `{}`", req.saga, req.id),
         )),
         Err(e) => Reply::failure(Failure::new(ErrorCode::Internal, e.to_string())),
+    }
+}
+
+/// Says what the answering engine knows: every engine answers the admin subjects (one at a time, picked by
+/// the queue group), the holder of the saga's lease (`running`) or a standby, whose copy follows the holder's
+/// watermark (`standby`). `position` is the last seq folded in.
+fn answered_by(reactors: &Reactors, saga: &str, reply: &mut Json) {
+    if let Ok(status) = reactors.status_of(saga) {
+        reply["status"] = json!(status.status);
+        reply["position"] = json!(status.position);
     }
 }

@@ -172,6 +172,11 @@ impl Reactors {
         self.all().iter().map(|r| status_of(&r.shared)).collect()
     }
 
+    /// One reactor's status.
+    pub fn status_of(&self, name: &str) -> Result<ReactorStatus> {
+        Ok(status_of(&self.get(name)?.shared))
+    }
+
     /// A reactor's definition and state (the admin API reads saga instances from it).
     pub fn inspect(&self, name: &str) -> Result<(Arc<dyn Logic>, ReactorState)> {
         let reactor = self.get(name)?;
