@@ -39,7 +39,7 @@ async fn every_error_code_of_the_contract() {
 [aggregates.broken]
 initial = { n = 0 }
 [aggregates.broken.commands.poke]
-rules = [{ check = "state.missing > 0", error = "never" }]
+rules = [{ check = "state.n / state.n > 0", error = "never" }]
 emit = [{ event = "Poked", data = "{}" }]
 [aggregates.broken.events.Poked]
 apply = "{}"
@@ -90,7 +90,7 @@ apply = "{}"
             "version",
         ),
         ("account.deposit", json!({"id": "a1", "amount": -5}).to_string(), vec![], "rejected", "422", "positive"),
-        ("broken.poke", json!({"id": "b1"}).to_string(), vec![], "internal", "500", "state.missing > 0"),
+        ("broken.poke", json!({"id": "b1"}).to_string(), vec![], "internal", "500", "state.n / state.n > 0"),
     ];
     for (target, body, headers, code, status, needle) in cases {
         let reply = send_raw(&c, target, &body, &headers).await;
