@@ -48,13 +48,15 @@ async fn the_binary_runs_serves_and_shuts_down_on_sigint() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let bank = root().join("config/examples/bank");
+    let log = dir.path().join("eddy.log");
     let mut child = eddy()
         .args(["run", "--config"])
         .arg(&bank)
         .env("EDDY_NATS__PORT", port.to_string())
         .env("EDDY_ENGINE__DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let _guard = KillOnDrop(child.id());
@@ -105,6 +107,9 @@ async fn the_binary_runs_serves_and_shuts_down_on_sigint() {
     let status = wait_timeout(&mut child, Duration::from_secs(20)).expect("eddy stops after SIGINT");
     assert!(status.success(), "{status}");
     assert!(async_nats::connect(&url).await.is_err(), "its nats-server stopped too");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("eddy is serving commands"), "{log}");
+    assert!(!log.contains('\x1b'), "no colour codes in a log that is not a terminal: {log}");
 }
 
 #[test]
