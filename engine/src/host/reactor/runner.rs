@@ -390,19 +390,8 @@ impl Runner {
         outbox: &[Pending],
         parked: &[Parked],
     ) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let counters = self.shared.counters.lock().expect("lock").clone();
-            match self.shared.state.commit(changes, bookmark, outbox, parked, &counters) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(reactor = %self.name(), seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
-                    if !sleep(&self.cancel, backoff).await {
-                        return false;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+        if !commit_retrying(&self.shared, self.name(), &self.cancel, changes, bookmark, outbox, parked).await {
+            return false;
         }
         self.cache.committed(changes);
         self.bookmark = bookmark;
@@ -436,6 +425,33 @@ impl Runner {
 }
 
 /// Sleeps unless cancelled first; false if cancelled.
+/// Commits a batch of the reactor's state, retrying a failing disk with backoff until it works; false if
+/// `cancel` comes first. The holder and a standby both commit this way.
+pub(super) async fn commit_retrying(
+    shared: &Shared,
+    name: &str,
+    cancel: &CancellationToken,
+    changes: &Changes,
+    bookmark: u64,
+    outbox: &[Pending],
+    parked: &[Parked],
+) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let counters = shared.counters.lock().expect("lock").clone();
+        match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(reactor = %name, seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
+                if !sleep(cancel, backoff).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 pub(super) async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => false,

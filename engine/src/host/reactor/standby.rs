@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::entries::{Cache, Overlay};
-use super::runner::{sleep, Host, Shared, MAX_BACKOFF};
+use super::runner::{commit_retrying, sleep, Host, Shared};
 use super::state::Changes;
 use super::watermark::Mark;
 use super::Start;
@@ -188,19 +188,8 @@ impl Warm {
 
     /// Commits folded entries and the bookmark, retrying a failing disk; false if cancelled first.
     async fn commit(&mut self, changes: &Changes, bookmark: u64) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let counters = self.shared.counters.lock().expect("lock").clone();
-            match self.shared.state.commit(changes, bookmark, &[], &[], &counters) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(reactor = %self.name(), seq = bookmark, error = %e, "standby cannot store the reactor's state; retrying");
-                    if !sleep(&self.cancel, backoff).await {
-                        return false;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+        if !commit_retrying(&self.shared, self.name(), &self.cancel, changes, bookmark, &[], &[]).await {
+            return false;
         }
         self.cache.committed(changes);
         self.bookmark = bookmark;
