@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,10 +80,6 @@ async fn stream(c: &Client) -> Vec<(u64, String, HeaderMap, Value)> {
         }
     }
     out
-}
-
-fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name).map(|v| v.as_str().to_string()).unwrap_or_default()
 }
 
 /// Whether every transfer requested so far is completed or failed.
@@ -187,26 +182,7 @@ async fn a_frozen_lease_holder_stores_nothing_twice_when_it_wakes() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let messages = stream(&c).await;
-    let mut msg_ids: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut command_ids: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for (seq, subject, h, _) in &messages {
-        if !subject.starts_with("events.") {
-            continue;
-        }
-        let msg_id = header(h, "Nats-Msg-Id");
-        if !msg_id.is_empty() {
-            msg_ids.entry(msg_id).or_default().push(*seq);
-        }
-        let command_id = header(h, "Eddy-Command-Id");
-        if !command_id.is_empty() {
-            command_ids.entry((subject.clone(), command_id)).or_default().push(*seq);
-        }
-    }
-    let twice: Vec<_> = msg_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-    assert!(twice.is_empty(), "Nats-Msg-Id stored more than once: {twice:?}");
-    // Every bank command stores one event, and each saga transition is its own id.
-    let twice: Vec<_> = command_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-    assert!(twice.is_empty(), "Eddy-Command-Id stored more than once: {twice:?}");
+    assert_stored_once(messages.iter().map(|(seq, subject, h, _)| (*seq, subject.as_str(), h)));
 
     let mut total = 0;
     for i in 0..ACCOUNTS {

@@ -107,10 +107,6 @@ fn log_tail(data: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name).map(|v| v.as_str().to_string()).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating_anything() {
     let events: usize = std::env::var("TAKEOVER_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -214,25 +210,8 @@ async fn a_warm_standby_answers_like_the_holder_and_takes_over_without_repeating
     }
     assert_eq!(completions(&c, "t-new").await, 1);
 
-    let mut msg_ids: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut command_ids: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for (seq, subject, h) in stream_after(&c, seeded).await {
-        if !subject.starts_with("events.") {
-            continue;
-        }
-        let msg_id = header(&h, "Nats-Msg-Id");
-        if !msg_id.is_empty() {
-            msg_ids.entry(msg_id).or_default().push(seq);
-        }
-        let command_id = header(&h, "Eddy-Command-Id");
-        if !command_id.is_empty() {
-            command_ids.entry((subject, command_id)).or_default().push(seq);
-        }
-    }
-    let twice: Vec<_> = msg_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-    assert!(twice.is_empty(), "Nats-Msg-Id stored more than once: {twice:?}");
-    let twice: Vec<_> = command_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-    assert!(twice.is_empty(), "Eddy-Command-Id stored more than once: {twice:?}");
+    let messages = stream_after(&c, seeded).await;
+    assert_stored_once(messages.iter().map(|(seq, subject, h)| (*seq, subject.as_str(), h)));
 
     // Money only moved between accounts.
     let mut total = 0;

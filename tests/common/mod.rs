@@ -258,3 +258,27 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Asserts that no `Nats-Msg-Id`, and no `Eddy-Command-Id` on one subject, is stored twice among the
+/// `events.>` messages given as (seq, subject, headers): every command stores its events once, and each
+/// saga transition or reactor effect is its own id.
+pub fn assert_stored_once<'a>(messages: impl IntoIterator<Item = (u64, &'a str, &'a HeaderMap)>) {
+    use std::collections::BTreeMap;
+    let mut msg_ids: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut command_ids: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    let header = |h: &HeaderMap, name: &str| h.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+    for (seq, subject, h) in messages.into_iter().filter(|(_, subject, _)| subject.starts_with("events.")) {
+        let msg_id = header(h, "Nats-Msg-Id");
+        if !msg_id.is_empty() {
+            msg_ids.entry(msg_id).or_default().push(seq);
+        }
+        let command_id = header(h, "Eddy-Command-Id");
+        if !command_id.is_empty() {
+            command_ids.entry((subject.to_string(), command_id)).or_default().push(seq);
+        }
+    }
+    let twice: Vec<_> = msg_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
+    assert!(twice.is_empty(), "Nats-Msg-Id stored more than once: {twice:?}");
+    let twice: Vec<_> = command_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
+    assert!(twice.is_empty(), "Eddy-Command-Id stored more than once: {twice:?}");
+}

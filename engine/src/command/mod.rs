@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::api::{ErrorCode, Failure, Reply};
+use crate::api::{ErrorCode, Failure, Reply};
 pub use execute::CommandContext;
 
 use crate::aggregate::Aggregate;

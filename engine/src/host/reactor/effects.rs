@@ -12,7 +12,8 @@ use serde_json::Value as Json;
 
 use super::{Action, Pending};
 use crate::aggregate::input::valid_id;
-use crate::command::{CommandContext, CommandService, ErrorCode, Failure};
+use crate::api::{ErrorCode, Failure};
+use crate::command::{CommandContext, CommandService};
 use crate::envelope::{headers, OutgoingEvent};
 use crate::store::{self, Appended, EventStore};
 
