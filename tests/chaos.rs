@@ -16,9 +16,6 @@ async fn under_faults_every_promise_holds() {
 }
 
 #[tokio::test]
-// Ignored: it finds, now and then, the open case described in the README (a command decided again by an engine
-// frozen inside it). Run it with --ignored, or the soak with CHAOS_CLUSTER=1.
-#[ignore = "a 3-node cluster; exposes an open fencing gap now and then (README, Fault tests)"]
 async fn under_faults_in_a_cluster_every_promise_holds() {
     let violations = jepsen::scenario(25, true).await;
     assert!(violations.is_empty(), "{} violations, see the report above", violations.len());

@@ -42,8 +42,9 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// Sends a command with a fixed `Eddy-Command-Id` until an engine answers, as a client whose request timed
-/// out would: the first try may land on the frozen engine and stay there.
+/// Sends a command with a fixed `Eddy-Command-Id` until an engine decides it, as a client whose request timed
+/// out would: the first try may land on the frozen engine and stay there, and `unavailable` (an engine just
+/// woken refuses what it read across the freeze) asks for the same.
 async fn send_until_answered(c: &Client, target: &str, body: Value, command_id: &str) -> Value {
     loop {
         let mut h = HeaderMap::new();
@@ -52,10 +53,13 @@ async fn send_until_answered(c: &Client, target: &str, body: Value, command_id: 
             .headers(h)
             .payload(body.to_string().into())
             .timeout(Some(Duration::from_millis(800)));
-        match c.send_request(format!("eddy.cmd.{target}"), request).await {
-            Ok(msg) => return serde_json::from_slice(&msg.payload).unwrap(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        if let Ok(msg) = c.send_request(format!("eddy.cmd.{target}"), request).await {
+            let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
+            if reply["error"]["code"] != "unavailable" {
+                return reply;
+            }
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -234,4 +238,117 @@ async fn a_command_repeated_after_the_window_and_an_eviction_is_not_applied_agai
     let ids: Vec<&str> = deposits.iter().map(|e| e.command_id.as_str()).filter(|id| *id == "dep-1").collect();
     assert_eq!(ids.len(), 1, "stored once");
     stop(eddy).await;
+}
+
+/// The value of the reactor's lease key: the engine that holds it.
+async fn lease_holder(c: &Client, reactor: &str) -> String {
+    let js = async_nats::jetstream::new(c.clone());
+    let kv = js.get_key_value("EVENTS_leases").await.expect("the lease bucket");
+    let entry = kv.get(reactor).await.expect("readable").expect("the lease is held");
+    String::from_utf8(entry.to_vec()).expect("a name")
+}
+
+// A command carries the lease it is sent under (`Eddy-Lease`), and is stored only if the lease still names
+// its sender when it is appended: an engine that woke from a pause after another took its lease and decided
+// the same step (maybe rejecting it, which stores nothing to deduplicate against) must not apply it late.
+#[tokio::test]
+async fn a_command_sent_under_a_lease_its_sender_lost_is_not_stored() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let eddy = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    assert!(eventually(30, || async { reactor_status(&c, "transfer").await["status"] == "running" }).await);
+    let holder = lease_holder(&c, "transfer").await;
+    let open = |id: &str| json!({"id": id, "owner": "o"}).to_string();
+
+    for (lease, why) in [("transfer=impostor", "another holder"), ("nosuch=impostor", "a lease nobody holds")] {
+        let reply = send_raw(&c, "account.open", &open("f1"), &[("Eddy-Lease", lease)]).await;
+        assert_eq!(reply.code(), "unavailable", "{why}: {}", reply.body);
+        assert!(reply.message().contains("fenced"), "{why}: {}", reply.message());
+    }
+    assert!(events_on(&c, "events.account.f1").await.is_empty(), "a fenced command stores nothing");
+
+    let malformed = send_raw(&c, "account.open", &open("f1"), &[("Eddy-Lease", "transfer")]).await;
+    assert_eq!(malformed.code(), "invalid", "{}", malformed.body);
+
+    let held = format!("transfer={holder}");
+    let reply = send_raw(&c, "account.open", &open("f1"), &[("Eddy-Lease", held.as_str())]).await;
+    assert!(reply.ok(), "the holder's command is stored: {}", reply.body);
+    assert_eq!(events_on(&c, "events.account.f1").await.len(), 1);
+    stop(eddy).await;
+}
+
+/// A lease whose deadline has passed, as an engine woken from a pause finds its own.
+struct Lapsed;
+
+impl eddy_engine::command::HeldLease for Lapsed {
+    fn key(&self) -> &str {
+        "transfer"
+    }
+    fn holder(&self) -> &str {
+        "me"
+    }
+    fn valid(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_command_under_a_lapsed_lease_in_this_process_is_not_stored() {
+    use eddy_engine::command::{CommandContext, CommandService, Fence};
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let settings = example("bank", &nats.url(), nats.dir.path());
+    let store = eddy_engine::store::EventStore::open(c.clone(), &settings.engine.engine).await.expect("store");
+    let commands = CommandService::new(&settings.engine, store);
+    let body = json!({"id": "f2", "owner": "o"}).to_string();
+    let ctx = CommandContext { fence: Some(Fence::Local(std::sync::Arc::new(Lapsed))), ..Default::default() };
+    let reply = commands.execute("account", "open", body.as_bytes(), ctx).await;
+    let failure = reply.error.clone().expect("refused");
+    assert_eq!(failure.code.as_str(), "unavailable");
+    assert!(events_on(&c, "events.account.f2").await.is_empty(), "nothing stored");
+}
+
+// A request that reached a frozen engine is read only when it wakes; its client has given up on it by then
+// (and may have had it rejected elsewhere), so it is refused, not decided.
+#[tokio::test]
+async fn a_request_read_after_a_freeze_is_refused_not_decided() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let config = nats.dir.path().join("config");
+    copy_example("bank", &config);
+    let data = nats.dir.path().join("a");
+    let mut eddy = spawn(&config, &nats.url(), &data);
+    let _guard = KillOnDrop(eddy.id());
+    assert!(eventually(30, || async { reactor_status(&c, "transfer").await["status"] == "running" }).await);
+    ok(&c, "account.open", json!({"id": "s0", "owner": "o"})).await;
+
+    signal(&eddy, libc::SIGSTOP);
+    let mut h = HeaderMap::new();
+    h.insert("Eddy-Command-Id", "while-frozen");
+    let body = json!({"id": "s1", "owner": "o"}).to_string();
+    let request = async_nats::Request::new().headers(h).payload(body.into()).timeout(Some(Duration::from_millis(300)));
+    assert!(c.send_request("eddy.cmd.account.open", request).await.is_err(), "a frozen engine does not answer");
+    // Past the stall bound (2 s), as measured by the engine's own clock.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&eddy, libc::SIGCONT);
+
+    // Once it answers again (the first answers after waking are refusals too), the old request was not stored.
+    assert!(eventually(30, || async { send(&c, "account.open", json!({"id": "s2", "owner": "o"})).await.ok() }).await);
+    let log = || std::fs::read_to_string(data.join("eddy.log")).unwrap_or_default();
+    assert!(
+        events_on(&c, "events.account.s1").await.is_empty(),
+        "the request read after the freeze was refused:\n{}",
+        log()
+    );
+    let again = send_raw(
+        &c,
+        "account.open",
+        &json!({"id": "s1", "owner": "o"}).to_string(),
+        &[("Eddy-Command-Id", "while-frozen")],
+    )
+    .await;
+    assert!(again.ok(), "sent again, it is decided: {}", again.body);
+    assert_eq!(events_on(&c, "events.account.s1").await.len(), 1);
+    eddy.kill().unwrap();
+    eddy.wait().unwrap();
 }

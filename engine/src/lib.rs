@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod cel;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod envelope;

@@ -26,6 +26,8 @@ pub struct CommandContext {
     pub correlation_id: Option<String>,
     /// What caused this command (an event, another command); defaults to the command id.
     pub causation_id: Option<String>,
+    /// The reactor lease it is sent under: appended only while that still holds (see `fence.rs`).
+    pub fence: Option<super::Fence>,
 }
 
 fn fail(code: ErrorCode, message: impl AsRef<str>) -> Failure {
@@ -161,6 +163,9 @@ impl CommandService {
             // Apply before appending, so an `apply` that fails rejects the command instead of storing an
             // event the aggregate cannot fold.
             let provisional = next_state(aggregate, &entry, &id, &outgoing, entry.last_seq + 1)?;
+            if let Some(fence) = &ctx.fence {
+                self.fences.check(fence, &self.store).await?;
+            }
             match self.store.append(aggregate_name, &id, entry.last_seq, &outgoing).await {
                 Ok(Appended::Stored { last_seq }) => {
                     let first_seq = last_seq + 1 - outgoing.len() as u64;

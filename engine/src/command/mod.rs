@@ -2,6 +2,8 @@
 
 mod cache;
 mod execute;
+mod fence;
+mod stall;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{ErrorCode, Failure, Reply};
 pub use execute::CommandContext;
+pub use fence::{Fence, HeldLease, LEASE_HEADER};
 
 use crate::aggregate::Aggregate;
 use crate::config::Config;
@@ -30,6 +33,7 @@ pub struct CommandService {
     store: EventStore,
     cache: cache::Cache,
     window: chrono::Duration,
+    fences: fence::Fences,
 }
 
 impl CommandService {
@@ -39,6 +43,7 @@ impl CommandService {
             store,
             cache: cache::Cache::new(config.engine.cache_size),
             window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
+            fences: fence::Fences::new(),
         }
     }
 
@@ -74,11 +79,18 @@ pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Fai
         })?),
         None => None,
     };
+    let fence = match id(LEASE_HEADER)? {
+        Some(v) => Some(Fence::parse(&v).ok_or_else(|| {
+            Failure::new(ErrorCode::Invalid, format!("header {LEASE_HEADER}: `{v}` is not <reactor>=<holder>"))
+        })?),
+        None => None,
+    };
     Ok(CommandContext {
         command_id: id(headers::COMMAND_ID)?,
         expected_version,
         correlation_id: id(headers::CORRELATION_ID)?,
         causation_id: id(headers::CAUSATION_ID)?,
+        fence,
     })
 }
 
@@ -97,21 +109,38 @@ pub async fn serve(
     let prefix = format!("{api_prefix}.cmd.");
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut gate = stall::Gate::new(commands.store().client().clone());
     loop {
-        let request = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            request = endpoint.next() => match request {
-                Some(request) => request,
-                None => break,
-            },
+        let request = if gate.draining() {
+            // The queue is looked at first: `settle` runs only when it is empty.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                request = endpoint.next() => request,
+                () = gate.settle() => continue,
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                request = endpoint.next() => request,
+            }
         };
+        let Some(request) = request else { break };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
+        // Read now, so it is judged now: a request read across a stall may have been sent again elsewhere.
+        let admitted = gate.admit();
         let commands = commands.clone();
         let prefix = prefix.clone();
         tracker.spawn(async move {
-            crate::api::answer(&request, handle(&commands, &prefix, &request.message)).await;
+            let reply = async {
+                match admitted {
+                    Ok(()) => handle(&commands, &prefix, &request.message).await,
+                    Err(refused) => Arc::new(Reply::failure(refused)),
+                }
+            };
+            crate::api::answer(&request, reply).await;
             drop(permit);
         });
     }

@@ -35,6 +35,17 @@ pub enum Error {
     Envelope(#[from] crate::envelope::Error),
 }
 
+/// The suffix of the bucket holding the reactors' leases (`<stream>_leases`).
+pub const LEASES: &str = "leases";
+
+/// `<stream>_<what>`, the name of a KV bucket beside the stream, with characters a bucket name cannot hold
+/// replaced.
+pub fn kv_bucket(stream: &str, what: &str) -> String {
+    let clean: String =
+        stream.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("{clean}_{what}")
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Handle to the event store. Cheap to clone.

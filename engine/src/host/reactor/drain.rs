@@ -12,11 +12,17 @@ use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
 use crate::api::{ErrorCode, Failure};
+use crate::command::Fence;
 
 /// Correlation ids whose actions run at once.
 const LANES: usize = 64;
 
 impl Runner {
+    /// The lease as the fence the commands it sends carry.
+    fn fence(&self) -> Fence {
+        Fence::Local(self.lease.clone())
+    }
+
     /// Runs the outbox: in order, or, for kinds whose actions are independent across correlation ids
     /// (saga instances), in order within each id and up to [`LANES`] ids at once.
     async fn run_lanes(&self, outbox: Vec<Pending>) -> Vec<Result<Vec<Pending>, Flow>> {
@@ -111,7 +117,7 @@ impl Runner {
                 if !self.lease.check().await {
                     return false;
                 }
-                if let Err(e) = self.host.effects.run(self.name(), pending).await {
+                if let Err(e) = self.host.effects.run(self.name(), pending, &self.fence()).await {
                     tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, "publish failed; retrying");
                 }
             }
@@ -153,7 +159,7 @@ impl Runner {
                     }
                 }
             }
-            match self.host.effects.run(self.name(), pending).await {
+            match self.host.effects.run(self.name(), pending, &self.fence()).await {
                 Ok(done) => {
                     if let Done::Command(Some(rejection)) = &done {
                         if let Some(append) = self.shared.logic.on_rejected(pending, rejection) {
@@ -164,7 +170,7 @@ impl Runner {
                                 if !lease.check().await {
                                     return Err(Failed::Disconnected("the lease is lost".into()));
                                 }
-                                effects.record(&append, pending.seq).await
+                                effects.record(&append, pending.seq, lease.as_ref()).await
                             });
                             if recorded.await.is_none() {
                                 return Err(Flow::Cancelled);

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use super::{Action, Pending};
 use crate::aggregate::input::valid_id;
 use crate::api::{ErrorCode, Failure};
-use crate::command::{CommandContext, CommandService};
+use crate::command::{CommandContext, CommandService, Fence, HeldLease, LEASE_HEADER};
 use crate::envelope::{headers, OutgoingEvent};
 use crate::store::{self, Appended, EventStore};
 
@@ -70,10 +70,12 @@ impl Effects {
         self.commands.store()
     }
 
-    /// Runs `pending` once.
-    pub async fn run(&self, reactor: &str, pending: &Pending) -> Result<Done, Failed> {
+    /// Runs `pending` once, under the reactor's lease `fence`.
+    pub async fn run(&self, reactor: &str, pending: &Pending, fence: &Fence) -> Result<Done, Failed> {
         let result = match &pending.action {
-            Action::Command { aggregate, command, data } => self.command(pending, aggregate, command, data).await,
+            Action::Command { aggregate, command, data } => {
+                self.command(pending, aggregate, command, data, fence).await
+            }
             Action::Publish { subject, data } => self.publish(reactor, pending, subject, data).await,
             Action::Emit { aggregate, key, event_type, data } => {
                 self.emit(pending, aggregate, key, event_type, data).await
@@ -109,7 +111,14 @@ impl Effects {
         }
     }
 
-    async fn command(&self, p: &Pending, aggregate: &str, command: &str, data: &Json) -> Result<Done, Failed> {
+    async fn command(
+        &self,
+        p: &Pending,
+        aggregate: &str,
+        command: &str,
+        data: &Json,
+        fence: &Fence,
+    ) -> Result<Done, Failed> {
         let body = serde_json::to_vec(data).expect("JSON serializes");
         let failure = if self.commands.has(aggregate) {
             let ctx = CommandContext {
@@ -117,10 +126,11 @@ impl Effects {
                 expected_version: None,
                 correlation_id: Some(p.correlation_id.clone()).filter(|c| !c.is_empty()),
                 causation_id: Some(p.id.clone()),
+                fence: Some(fence.clone()),
             };
             self.commands.execute(aggregate, command, &body, ctx).await.error.clone()
         } else {
-            self.remote_command(p, aggregate, command, body).await?
+            self.remote_command(p, aggregate, command, body, fence).await?
         };
         match failure {
             None => Ok(Done::Command(None)),
@@ -145,9 +155,11 @@ impl Effects {
         aggregate: &str,
         command: &str,
         body: Vec<u8>,
+        fence: &Fence,
     ) -> Result<Option<Failure>, Failed> {
         let mut h = HeaderMap::new();
         h.insert(headers::COMMAND_ID, p.id.as_str());
+        h.insert(LEASE_HEADER, fence.header_value().as_str());
         h.insert(headers::CAUSATION_ID, p.id.as_str());
         if !p.correlation_id.is_empty() {
             h.insert(headers::CORRELATION_ID, p.correlation_id.as_str());
@@ -205,9 +217,13 @@ impl Effects {
     /// action. Without an expected sequence only the msg id guards the append, and only within the dedup window:
     /// an action run again later (an outbox kept across a crash or a freeze) would record it twice. Found by
     /// the fault suite (tests/chaos.rs).
-    pub async fn record(&self, append: &super::Append, after: u64) -> Result<(), Failed> {
+    /// `lease` is checked again right before the append: looking for the record took a round trip.
+    pub async fn record(&self, append: &super::Append, after: u64, lease: &dyn HeldLease) -> Result<(), Failed> {
         if append.expected_seq.is_none() && self.recorded(append, after).await? {
             return Ok(());
+        }
+        if !lease.valid() {
+            return Err(Failed::Disconnected("the lease is past its deadline".into()));
         }
         let event = append.event(Utc::now());
         let store = self.commands.store();

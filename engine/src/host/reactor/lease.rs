@@ -15,9 +15,10 @@
 //!   fails, the lease is gone: the reactor stops and stands by until it acquires the lease again.
 //!
 //! What remains is the time between a check and the action it guards. Appends carry their own fence
-//! (transitions the expected subject sequence, commands their id checked against the aggregate's whole
-//! history, emits a look at what their subject holds after the causing event, then the expected sequence),
-//! so a pause there cannot store anything twice. Timers are set by subject, and a firing for a state the
+//! (transitions the expected subject sequence, commands this lease, checked by the command service right
+//! before it appends (`command/fence.rs`), and their id checked against the aggregate's whole history, emits
+//! a look at what their subject holds after the causing event, then the expected sequence), so a pause
+//! there cannot store anything twice. Timers are set by subject, and a firing for a state the
 //! instance has left is ignored. A core NATS publish cannot be fenced by the server: a pause longer than the lease's remaining validity
 //! that falls exactly between the check and the socket write can deliver it after another engine delivered
 //! the same effect id. The check runs immediately before each publish to make that window a few
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::clock::BootInstant;
+use crate::clock::BootInstant;
 
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ impl Leases {
     /// Creates the bucket if needed. `holder` names this engine: the same after a restart on the same data,
     /// so a restarted engine takes its leases back at once instead of waiting for them to expire.
     pub async fn open(js: &jetstream::Context, stream: &str, replicas: usize, holder: String) -> Result<Self, Error> {
-        let bucket = super::watermark::kv_bucket(stream, "leases");
+        let bucket = crate::store::kv_bucket(stream, crate::store::LEASES);
         let config = kv::Config {
             bucket: bucket.clone(),
             history: 1,
@@ -139,7 +140,8 @@ enum Renewal {
     Unreachable(String),
 }
 
-/// A held lease: renewed by [`Lease::keep`], checked by the runner before every action.
+/// A held lease: renewed by [`Lease::keep`], checked by the runner before every action, and carried by the
+/// commands it sends (the fence that the command service checks right before appending).
 pub struct Lease {
     kv: kv::Store,
     name: String,
@@ -246,5 +248,19 @@ impl Lease {
                 }
             }
         }
+    }
+}
+
+impl crate::command::HeldLease for Lease {
+    fn key(&self) -> &str {
+        &self.name
+    }
+
+    fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn valid(&self) -> bool {
+        !self.term.is_cancelled() && !self.expired()
     }
 }

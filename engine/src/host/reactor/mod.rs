@@ -5,7 +5,6 @@
 //! so a rebuild never acts twice, retries and the error policy, live config changes and the admin API.
 
 mod admin;
-mod clock;
 mod drain;
 mod effects;
 mod entries;

@@ -33,14 +33,7 @@ pub struct Watermarks {
 
 /// `<stream>_reactors`, with characters a bucket name cannot hold replaced.
 pub fn bucket_name(stream: &str) -> String {
-    kv_bucket(stream, "reactors")
-}
-
-/// `<stream>_<what>`, with characters a bucket name cannot hold replaced.
-pub(super) fn kv_bucket(stream: &str, what: &str) -> String {
-    let clean: String =
-        stream.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{clean}_{what}")
+    crate::store::kv_bucket(stream, "reactors")
 }
 
 impl Watermarks {

@@ -1,4 +1,4 @@
-//! The clock a lease's validity is measured with: CLOCK_BOOTTIME, which keeps counting while the machine
+//! The clock a lease's validity and the engine's stalls are measured with: CLOCK_BOOTTIME, which keeps counting while the machine
 //! is suspended, where `Instant` (CLOCK_MONOTONIC) stops. A process frozen by SIGSTOP, or in a suspended
 //! VM, must find its deadline passed when it wakes, however it was frozen.
 
@@ -22,6 +22,14 @@ impl std::ops::Add<Duration> for BootInstant {
     type Output = BootInstant;
     fn add(self, d: Duration) -> BootInstant {
         BootInstant(self.0 + d)
+    }
+}
+
+impl std::ops::Sub<BootInstant> for BootInstant {
+    type Output = Duration;
+    /// The time from `earlier` to `self`, zero if `earlier` is later.
+    fn sub(self, earlier: BootInstant) -> Duration {
+        self.0.saturating_sub(earlier.0)
     }
 }
 
