@@ -7,6 +7,7 @@ pub mod budget;
 pub mod check;
 mod convert;
 mod fast;
+pub mod functions;
 mod scope;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(|| {
     root.add_function("matches", budget::matches).expect("`matches` is not declared without the regex feature");
     let range: budget::Function = Box::new(budget::range);
     root.add_function(check::RANGE_FN, range).expect("a name CEL source cannot spell");
+    functions::register(&mut root);
     root
 });
 
@@ -424,6 +426,46 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(eval_with("state.items.filter(i, i % 1000 == 0).size()", &vars).unwrap(), json!(8));
         }
+    }
+
+    #[test]
+    fn nested_maps_and_lists_change_with_eddys_functions() {
+        let state = json!({"items": {"milk": 1, "bread": 2}, "tags": ["a", "b", "a"], "cfg": {"x": {"y": 1, "z": 2}}});
+        let vars = [("state", state)];
+        let cases = [
+            ("state.items.with('eggs', 12)", json!({"milk": 1, "bread": 2, "eggs": 12})),
+            ("state.items.with('milk', state.items.milk + 1)", json!({"milk": 2, "bread": 2})),
+            ("state.items.without('milk')", json!({"bread": 2})),
+            ("state.items.without('absent')", json!({"milk": 1, "bread": 2})),
+            ("state.items.without(['milk', 'bread'])", json!({})),
+            ("state.tags.without('a')", json!(["b"])),
+            ("with(state.items, 'eggs', 1).without('bread')", json!({"milk": 1, "eggs": 1})),
+            ("state.cfg.merge({'x': {'y': null, 'w': 3}, 'v': [1]})", json!({"x": {"z": 2, "w": 3}, "v": [1]})),
+            ("state.cfg.merge({'x': 5})", json!({"x": 5})),
+            ("{'items': state.items.with('eggs', 12)}", json!({"items": {"milk": 1, "bread": 2, "eggs": 12}})),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(eval_with(source, &vars).unwrap(), expected, "{source}");
+        }
+        for (source, expected) in [
+            ("state.tags.with('a', 1)", "`with` needs a map, got list"),
+            ("state.items.with('a')", "`with` takes a key and a value"),
+            ("state.items.with([1], 1)", "a map key cannot be a list"),
+            ("'s'.without('a')", "`without` needs a map or a list, got string"),
+        ] {
+            let err = eval_with(source, &vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{source}: {err}");
+        }
+    }
+
+    #[test]
+    fn copying_maps_in_a_loop_is_charged_to_the_budget() {
+        // 1,200 copies of 1,200 entries overdraw the 1,000,000 steps; `map` stops at the first error.
+        let big: serde_json::Map<String, Json> = (0..1200).map(|i| (format!("k{i}"), json!(i))).collect();
+        let vars = [("state", json!({ "big": big }))];
+        let err = eval_with("state.big.map(k, state.big.with(k, 0))", &vars).unwrap_err();
+        assert!(matches!(err, Error::Budget { .. } | Error::Runtime { .. }), "{err}");
+        assert!(err.to_string().contains("cost budget"), "{err}");
     }
 
     #[test]
