@@ -146,9 +146,17 @@ impl Aggregate {
             for (i, e) in raw.emit.iter().enumerate() {
                 let at = format!("{key}.emit[{i}]");
                 if !toml.events.contains_key(&e.event) {
+                    let known: Vec<String> = toml.events.keys().cloned().collect();
+                    let hint =
+                        did_you_mean(&e.event, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
                     ctx.error(
                         &format!("{at}.event"),
-                        &format!("emits `{}`, which has no `[{}.events.{}]` apply", e.event, key_of(name), e.event),
+                        &format!(
+                            "emits `{}`, which has no `[{}.events.{}]` apply{hint}",
+                            e.event,
+                            key_of(name),
+                            e.event
+                        ),
                     );
                 }
                 let data = checked(&mut ctx, &format!("{at}.data"), &e.data);
@@ -163,8 +171,9 @@ impl Aggregate {
             }
             commands.insert(command.clone(), Command { name: command.clone(), input, rules, emit });
         }
-        let ok = ctx.ok;
-        ok.then(|| Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
+        // Returned even with errors (the load fails anyway), so that reactors' checks against its commands
+        // are reported in the same run.
+        Some(Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
     }
 }
 

@@ -9,6 +9,7 @@ mod convert;
 mod fast;
 pub mod functions;
 mod scope;
+mod syntax;
 
 #[cfg(test)]
 mod prop_tests;
@@ -46,7 +47,7 @@ pub enum Error {
     #[error("syntax error at {line}:{column}: {message}")]
     Syntax { line: usize, column: usize, message: String },
     /// The expression names a variable that is not available where it is used.
-    #[error("unknown variable `{name}` (available: {available})")]
+    #[error("unknown variable `{name}` (available: {available}){}", suggest(name, available))]
     UnknownVariable { name: String, available: String },
     /// The source is longer than eddy accepts.
     #[error("the expression is {len} bytes long; the limit is {limit}")]
@@ -103,7 +104,8 @@ impl Expr {
             let first = errors.errors.first();
             let (line, column) =
                 first.map(|e| position(source, e.pos.0.max(0) as usize, e.pos.1.max(0) as usize)).unwrap_or((1, 1));
-            Error::Syntax { line, column, message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()) }
+            let message = first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string());
+            Error::Syntax { line, column, message: syntax::plain(&message) }
         })?;
         let depth = check::depth(&program);
         if depth > check::MAX_DEPTH {
@@ -248,6 +250,12 @@ pub fn json_type_name(value: &Json) -> &'static str {
     }
 }
 
+/// "; did you mean `x`?" for a misspelt variable, from the comma-separated `available`.
+fn suggest(name: &str, available: &str) -> String {
+    let known: Vec<String> = available.split(", ").map(str::to_string).collect();
+    crate::config::did_you_mean(name, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default()
+}
+
 /// Converts the parser's position to a 1-based line and column. The parser reports `(line, column)`
 /// with a 1-based line and a 0-based column.
 fn position(source: &str, line: usize, column: usize) -> (usize, usize) {
@@ -277,7 +285,7 @@ mod tests {
     #[test]
     fn unknown_variables_are_rejected_at_compile_time() {
         let err = Expr::compile("stat.balance > 0", &["state", "cmd"]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd)");
+        assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd); did you mean `state`?");
     }
 
     #[test]
