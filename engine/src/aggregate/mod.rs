@@ -47,10 +47,16 @@ pub struct Emit {
     pub when: Option<Expr>,
 }
 
-/// How an event type changes the state.
+/// How an event type changes the state, and how its older versions read.
 #[derive(Debug, Clone)]
 pub struct EventDef {
     pub apply: Expr,
+    /// The version of new events' data.
+    pub version: u32,
+    /// `upcasts[n - 1]` reads version `n` as `n + 1`.
+    pub upcasts: Vec<Expr>,
+    /// Older names of this type.
+    pub renamed_from: Vec<String>,
 }
 
 /// An event decided by a command, not yet appended.
