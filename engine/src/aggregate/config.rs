@@ -32,6 +32,13 @@ struct AggregateToml {
     /// Event types by name, read one by one.
     #[serde(default)]
     events: BTreeMap<String, Value>,
+    /// Store a snapshot of an instance's state after every this many events (0: never).
+    #[serde(default = "default_snapshot_every")]
+    snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    100
 }
 
 /// `[aggregates.<name>.commands.<command>]`
@@ -195,7 +202,9 @@ impl Aggregate {
         }
         // Returned even with errors (the load fails anyway), so that reactors' checks against its commands
         // are reported in the same run.
-        Some(Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
+        let fingerprint = fingerprint(&toml.initial, &events);
+        let snapshot_every = toml.snapshot_every;
+        Some(Aggregate { name: name.to_string(), initial: toml.initial, commands, events, snapshot_every, fingerprint })
     }
 }
 
@@ -209,6 +218,27 @@ fn known_state_keys(initial: &Map<String, Json>, events: &BTreeMap<String, Event
     keys.sort();
     keys.dedup();
     Some(keys)
+}
+
+/// Changes whenever the same events would fold into a different state: the initial state, and every event
+/// type's name, `apply`, version, upcasts and older names. A snapshot stamped otherwise is not used.
+fn fingerprint(initial: &Map<String, Json>, events: &BTreeMap<String, EventDef>) -> String {
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    let mut write = |s: &str| {
+        hasher.write(s.as_bytes());
+        hasher.write_u8(0);
+    };
+    write("eddy-snapshot-1");
+    write(&Json::Object(initial.clone()).to_string());
+    for (name, def) in events {
+        write(name);
+        write(def.apply.source());
+        write(&def.version.to_string());
+        def.upcasts.iter().for_each(|u| write(u.source()));
+        def.renamed_from.iter().for_each(|r| write(r));
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 fn key_of(name: &str) -> String {

@@ -21,6 +21,10 @@ pub struct Aggregate {
     pub initial: Map<String, Json>,
     pub commands: BTreeMap<String, Command>,
     pub events: BTreeMap<String, EventDef>,
+    /// A snapshot of an instance's state after every this many events (0: never).
+    pub snapshot_every: u64,
+    /// Of everything that folds events into state (see `config::fingerprint`): stamps snapshots.
+    pub fingerprint: String,
 }
 
 /// A compiled command.

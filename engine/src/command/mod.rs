@@ -2,6 +2,7 @@
 
 mod cache;
 mod execute;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use execute::CommandContext;
 use crate::aggregate::Aggregate;
 use crate::config::Config;
 use crate::envelope::headers;
+use crate::store::snapshots::Snapshots;
 use crate::store::EventStore;
 
 /// How many commands one engine decides at once; more wait in NATS.
@@ -30,15 +32,17 @@ pub struct CommandService {
     store: EventStore,
     cache: cache::Cache,
     window: chrono::Duration,
+    snapshots: Arc<Snapshots>,
 }
 
 impl CommandService {
     pub fn new(config: &Config, store: EventStore) -> Self {
         Self {
             aggregates: config.aggregates.clone(),
-            store,
             cache: cache::Cache::new(config.engine.cache_size),
             window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
+            snapshots: Arc::new(Snapshots::new(store.jetstream().clone(), &config.engine)),
+            store,
         }
     }
 

@@ -4,6 +4,7 @@
 mod append;
 mod load;
 mod schedule;
+pub mod snapshots;
 mod stream;
 
 use std::time::Duration;
