@@ -78,7 +78,7 @@ async fn cold_loads_use_snapshots_of_the_same_rules_and_work_without_them() {
     mark_snapshot(&js, 1000).await;
     let second = engine(&settings(dir.path(), &nats.url(), SUM)).await;
     ok(&c, "counter.check", json!({"id": "c1", "n": 1025})).await;
-    assert!(seq >= 20 && seq < 25, "{seq}");
+    assert!((20..25).contains(&seq), "{seq}");
     let again = send_raw(&c, "counter.add", r#"{"id":"c1","by":1}"#, &[("Eddy-Command-Id", "early")]).await;
     assert_eq!(again.body, early.body, "the first reply, from before the snapshot");
     assert_eq!(events_on(&c, "events.counter.c1").await.len(), 25);
