@@ -33,8 +33,15 @@ struct ConfigArg {
 enum Verb {
     /// Run the engine (with an embedded nats-server unless nats.url is set).
     Run(ConfigArg),
-    /// Check a config and print every error.
-    Validate(ConfigArg),
+    /// Check a config and print every error; with --recording, also that it reads every recorded event.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A recording (`eddy record`) of the stream the config will run on: every event's type must be
+        /// known and every upcast must evaluate.
+        #[arg(long)]
+        recording: Option<PathBuf>,
+    },
     /// Send a command and print the reply: eddy send account.deposit '{"id":"a1","amount":5}'
     Send {
         /// <aggregate>.<command>
@@ -192,7 +199,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match args.verb {
             Verb::Run(c) => cli::run(&c.config).await,
-            Verb::Validate(c) => cli::validate(&c.config),
+            Verb::Validate { config, recording } => cli::validate(&config.config, recording.as_deref()),
             Verb::Send { target, body, command_id, expected_version, correlation_id, config, server } => {
                 let headers = cli::SendHeaders { command_id, expected_version, correlation_id };
                 cli::send(&config.config, &server, &target, &body, headers).await

@@ -208,6 +208,10 @@ async fn replay_effects_acts_on_history() {
 }
 
 const POISON_RULE: &str = r#"
+# Appended around eddy by the test; declared, so that the rule's pattern names a known event type.
+[aggregates.product.events.Enabled]
+apply = "{}"
+
 [reactors.ratio]
 kind = "rule"
 key = "'all'"

@@ -62,6 +62,9 @@ pub enum Error {
     Payload { seq: u64, message: String },
     #[error("seq {seq}: header {header} is missing or malformed")]
     Header { seq: u64, header: &'static str },
+    /// The event cannot be read as the config's current version of its type (see `crate::upcast`).
+    #[error("seq {seq}: {message}")]
+    Upcast { seq: u64, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::nats::{self, Embedded, NatsServer, Supervisor};
 use crate::peers;
 use crate::store::{self, EventStore};
+use crate::upcast::Schemas;
 
 /// The service name seen by `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`.
 pub const SERVICE_NAME: &str = "eddy";
@@ -81,6 +82,7 @@ impl Engine {
         // Shown in logs and by `url()`: never with a password in it.
         let url = nats::redact_all(&urls);
         let store = EventStore::open(client.clone(), &config.engine).await?;
+        store.set_schemas(Schemas::new(&config.aggregates));
         let service = client
             .service_builder()
             .description("eddy: workflow and saga engine on JetStream")

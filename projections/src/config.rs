@@ -6,7 +6,7 @@ use std::hash::Hasher;
 use eddy_engine::cel::Expr;
 use eddy_engine::config::{from_value, is_token, ConfigErrors, Source};
 use eddy_engine::host::reactor::OnError;
-use eddy_engine::host::{Pattern, PatternMap};
+use eddy_engine::host::{Catalog, Pattern, PatternMap};
 use figment::value::Value;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -89,7 +89,7 @@ impl ViewDef {
 }
 
 /// Reads every `[projections.*]`, recording problems in `errors`.
-pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, ViewDef> {
+pub fn load(source: &Source, catalog: &Catalog, errors: &mut ConfigErrors) -> BTreeMap<String, ViewDef> {
     let mut views = BTreeMap::new();
     for name in source.children("projections", errors) {
         let key = format!("projections.{name}");
@@ -124,6 +124,10 @@ pub fn load(source: &Source, errors: &mut ConfigErrors) -> BTreeMap<String, View
                     continue;
                 }
             };
+            // A pattern that can never match is reported, and its update is still checked.
+            if let Err(m) = catalog.check(&parsed) {
+                errors.push(source.file_of(&key), &at, m);
+            }
             let (handler_key, update) = match value {
                 Value::String(_, s) => (None, s.clone()),
                 other => match from_value::<HandlerToml>(&at, other) {

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use eddy_engine::config::{is_token, Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::Logic;
+use eddy_engine::host::Catalog;
 use figment::value::Value;
 
 /// The kinds a reactor can be.
 const KINDS: &[&str] = &["rule", "saga"];
 
 /// Reads every `[reactors.*]`, recording problems in `errors`.
-pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<Arc<dyn Logic>> {
+pub fn load(source: &Source, config: &Config, catalog: &Catalog, errors: &mut ConfigErrors) -> Vec<Arc<dyn Logic>> {
     let mut out: Vec<Arc<dyn Logic>> = Vec::new();
     for name in source.children("reactors", errors) {
         let key = format!("reactors.{name}");
@@ -36,12 +37,12 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
         }
         match kind.as_deref() {
             Some("rule") => {
-                if let Some(rule) = rule::load(source, config, &name, errors) {
+                if let Some(rule) = rule::load(source, config, catalog, &name, errors) {
                     out.push(Arc::new(rule));
                 }
             }
             Some("saga") => {
-                if let Some(saga) = saga::load(source, config, &name, errors) {
+                if let Some(saga) = saga::load(source, config, catalog, &name, errors) {
                     out.push(Arc::new(saga));
                 }
             }
@@ -70,4 +71,44 @@ pub fn load(source: &Source, config: &Config, errors: &mut ConfigErrors) -> Vec<
         }
     }
     out
+}
+
+/// Adds to `catalog` what the reactors put in the stream: the event types of their `emit` actions (on
+/// `events.<reactor>.*`, or a saga's log) and the records of every saga's log. A reactor that cannot be read
+/// is known by name only, so its own errors are not repeated as unknown patterns elsewhere.
+pub fn emitted(source: &Source, catalog: &mut Catalog) {
+    for name in source.children("reactors", &mut ConfigErrors::default()) {
+        let raw = source.extract::<Value>(&format!("reactors.{name}"), &mut ConfigErrors::default());
+        let kind = raw.as_ref().and_then(|r| r.find_ref("kind")).and_then(|k| k.as_str().map(str::to_string));
+        let target = match kind.as_deref() {
+            Some("saga") => {
+                let log = saga::log_aggregate(&name);
+                for record in saga::state::RECORDS {
+                    catalog.add(&log, record);
+                }
+                log
+            }
+            _ => name.clone(),
+        };
+        match raw {
+            Some(raw) => emits(&raw, &mut |event| catalog.add(&target, event)),
+            None => catalog.add_unchecked(&target),
+        }
+    }
+}
+
+/// Calls `found` with every `emit = "<EventType>"` below `value`.
+fn emits(value: &Value, found: &mut dyn FnMut(&str)) {
+    match value {
+        Value::Dict(_, dict) => {
+            for (k, v) in dict {
+                match (k.as_str(), v.as_str()) {
+                    ("emit", Some(event)) => found(event),
+                    _ => emits(v, found),
+                }
+            }
+        }
+        Value::Array(_, items) => items.iter().for_each(|v| emits(v, found)),
+        _ => {}
+    }
 }

@@ -27,7 +27,9 @@ pub struct Settings {
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
     let (engine, (views, reactors)) =
         Config::load_with(path, &["projections", "reactors"], |source, config, errors| {
-            (eddy_projections::load(source, errors), eddy_reactors::load(source, config, errors))
+            let mut catalog = config.catalog(source);
+            eddy_reactors::emitted(source, &mut catalog);
+            (eddy_projections::load(source, &catalog, errors), eddy_reactors::load(source, config, &catalog, errors))
         })?;
     Ok(Settings { engine, views, reactors })
 }

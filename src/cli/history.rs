@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use eddy_engine::envelope::format_time;
 use eddy_engine::store::EventStore;
+use eddy_engine::upcast::Schemas;
 
 pub async fn history(
     config: &Path,
@@ -22,6 +23,7 @@ pub async fn history(
         .ok_or_else(|| anyhow!("{} defines no aggregate `{aggregate}`", config.path.display()))?;
     let (client, _url) = server.connect(&config, "eddy-cli").await?;
     let store = EventStore::attach(client, &config.engine);
+    store.set_schemas(Schemas::new(&config.aggregates));
     let events = store.load(aggregate, id, 1).await.with_context(|| {
         format!("reading {aggregate} {id}: a message on its subject is not an eddy event (published around eddy?); remove it from the stream")
     })?;

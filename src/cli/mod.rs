@@ -7,6 +7,7 @@ mod record;
 mod replay;
 mod sagas;
 mod send;
+mod validate;
 mod views;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use record::{parse_time, record};
 pub use replay::{replay, FormatArg, ReplayArgs};
 pub use sagas::{sagas, SagasArgs};
 pub use send::{send, SendHeaders};
+pub use validate::validate;
 pub use views::{query, views, QueryArgs};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
@@ -39,29 +41,6 @@ pub fn init_tracing() {
 pub fn load(path: &Path) -> anyhow::Result<Settings> {
     eddy::load(path)
         .map_err(|errors| anyhow::anyhow!("{} has {} config error(s):\n{errors}", path.display(), errors.len()))
-}
-
-/// `eddy validate`.
-pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
-    match eddy::load(path) {
-        Ok(settings) => {
-            let config = &settings.engine;
-            let commands: usize = config.aggregates.values().map(|a| a.commands.len()).sum();
-            println!(
-                "{}: ok ({} aggregates, {commands} commands, {} views, {} reactors)",
-                path.display(),
-                config.aggregates.len(),
-                settings.views.len(),
-                settings.reactors.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(errors) => {
-            println!("{errors}");
-            eprintln!("{}: {} error(s)", path.display(), errors.len());
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }
 
 /// `eddy run`: until SIGINT/SIGTERM (graceful), or a second one (immediate).

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use eddy_engine::envelope::{format_time, subject, StoredEvent};
 use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
+use eddy_engine::upcast::Schemas;
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
 use eddy_reactors::saga::state::{self as saga_state, Instance};
 use eddy_reactors::saga::{Decided, Saga};
@@ -64,6 +65,8 @@ pub(super) struct Run<'a> {
     /// The virtual clock: the time of the event being replayed.
     now: DateTime<Utc>,
     unknown_aggregates: BTreeSet<String>,
+    /// How the config reads older versions of its events.
+    schemas: Schemas,
     decisions: Vec<Decision>,
     warnings: Vec<String>,
     timers_fired: usize,
@@ -97,6 +100,7 @@ impl<'a> Run<'a> {
             next_seq: recording.kept().last().map_or(1, |e| e.seq + 1),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
+            schemas: Schemas::new(&settings.engine.aggregates),
             // Most events of a long recording cause something; the untouched rest costs no memory.
             decisions: Vec::with_capacity(recording.len()),
             warnings: recording.warnings.clone(),
@@ -138,8 +142,13 @@ impl<'a> Run<'a> {
         for line in recording.kept() {
             self.fire_timers(line.time);
             self.now = line.time;
-            match line.event() {
-                Ok(event) => self.take(event, Some(line)),
+            let event = line.event().map(|e| (e, self.schemas.upcast_ref(e, line.event_version.as_deref())));
+            match event {
+                Ok((_, Ok(event))) => self.take(&event, Some(line)),
+                Ok((stored, Err(e))) => self.warn(
+                    Some(line.line),
+                    format!("{}.{} cannot be upcast ({e}); skipped", stored.aggregate, stored.event_type),
+                ),
                 Err(e) => self.warn(Some(line.line), format!("not an eddy event ({e}); skipped")),
             }
         }

@@ -16,6 +16,8 @@ use crate::config::{did_you_mean, from_value, is_token, ConfigErrors, Source};
 pub const COMMAND_VARS: &[&str] = &["state", "cmd", "meta"];
 /// Variables of `apply`.
 pub const APPLY_VARS: &[&str] = &["state", "event", "meta"];
+/// Variables of an upcast: the older version's data, and where the event sits.
+pub const UPCAST_VARS: &[&str] = &["event", "meta"];
 
 /// `[aggregates.<name>]`
 #[derive(Deserialize)]
@@ -30,6 +32,13 @@ struct AggregateToml {
     /// Event types by name, read one by one.
     #[serde(default)]
     events: BTreeMap<String, Value>,
+    /// Store a snapshot of an instance's state after every this many events (0: never).
+    #[serde(default = "default_snapshot_every")]
+    snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    100
 }
 
 /// `[aggregates.<name>.commands.<command>]`
@@ -75,6 +84,21 @@ struct EmitToml {
 struct EventToml {
     /// A CEL map merged (shallow) into the state.
     apply: String,
+    /// The version of the data that new events of this type carry; older stored versions are read through
+    /// `upcast`.
+    #[serde(default = "first_version")]
+    version: u32,
+    /// Per older version `n` (`"1"`, `"2"`, ...): a CEL map from that version's data (`event`) to version
+    /// `n + 1`'s.
+    #[serde(default)]
+    upcast: BTreeMap<String, String>,
+    /// Names this type had before; stored events of those names read as this type.
+    #[serde(default)]
+    renamed_from: Vec<String>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 impl Aggregate {
@@ -88,6 +112,7 @@ impl Aggregate {
         let mut ctx = Ctx { source, errors, ok: true };
 
         let mut events: BTreeMap<String, EventDef> = BTreeMap::new();
+        let mut renames: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (event, value) in &toml.events {
             let key = format!("{key}.events.{event}");
             if !is_token(event) {
@@ -96,10 +121,14 @@ impl Aggregate {
             let Some(raw) = ctx.parse::<EventToml>(&key, value) else {
                 continue;
             };
-            if let Some(apply) = ctx.expr(&format!("{key}.apply"), &raw.apply, APPLY_VARS) {
-                events.insert(event.clone(), EventDef { apply });
+            renames.insert(event, raw.renamed_from.clone());
+            let upcasts = ctx.upcasts(&key, raw.version, &raw.upcast);
+            if let (Some(apply), Some(upcasts)) = (ctx.expr(&format!("{key}.apply"), &raw.apply, APPLY_VARS), upcasts) {
+                let renamed_from = raw.renamed_from.clone();
+                events.insert(event.clone(), EventDef { apply, version: raw.version, upcasts, renamed_from });
             }
         }
+        ctx.check_renames(&key, &renames);
 
         let state_keys = known_state_keys(&toml.initial, &events);
         for (event, def) in &events {
@@ -146,9 +175,17 @@ impl Aggregate {
             for (i, e) in raw.emit.iter().enumerate() {
                 let at = format!("{key}.emit[{i}]");
                 if !toml.events.contains_key(&e.event) {
+                    let known: Vec<String> = toml.events.keys().cloned().collect();
+                    let hint =
+                        did_you_mean(&e.event, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
                     ctx.error(
                         &format!("{at}.event"),
-                        &format!("emits `{}`, which has no `[{}.events.{}]` apply", e.event, key_of(name), e.event),
+                        &format!(
+                            "emits `{}`, which has no `[{}.events.{}]` apply{hint}",
+                            e.event,
+                            key_of(name),
+                            e.event
+                        ),
                     );
                 }
                 let data = checked(&mut ctx, &format!("{at}.data"), &e.data);
@@ -163,8 +200,11 @@ impl Aggregate {
             }
             commands.insert(command.clone(), Command { name: command.clone(), input, rules, emit });
         }
-        let ok = ctx.ok;
-        ok.then(|| Aggregate { name: name.to_string(), initial: toml.initial, commands, events })
+        // Returned even with errors (the load fails anyway), so that reactors' checks against its commands
+        // are reported in the same run.
+        let fingerprint = fingerprint(&toml.initial, &events);
+        let snapshot_every = toml.snapshot_every;
+        Some(Aggregate { name: name.to_string(), initial: toml.initial, commands, events, snapshot_every, fingerprint })
     }
 }
 
@@ -178,6 +218,27 @@ fn known_state_keys(initial: &Map<String, Json>, events: &BTreeMap<String, Event
     keys.sort();
     keys.dedup();
     Some(keys)
+}
+
+/// Changes whenever the same events would fold into a different state: the initial state, and every event
+/// type's name, `apply`, version, upcasts and older names. A snapshot stamped otherwise is not used.
+fn fingerprint(initial: &Map<String, Json>, events: &BTreeMap<String, EventDef>) -> String {
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    let mut write = |s: &str| {
+        hasher.write(s.as_bytes());
+        hasher.write_u8(0);
+    };
+    write("eddy-snapshot-1");
+    write(&Json::Object(initial.clone()).to_string());
+    for (name, def) in events {
+        write(name);
+        write(def.apply.source());
+        write(&def.version.to_string());
+        def.upcasts.iter().for_each(|u| write(u.source()));
+        def.renamed_from.iter().for_each(|r| write(r));
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 fn key_of(name: &str) -> String {
@@ -217,6 +278,57 @@ impl Ctx<'_> {
                 let hint = did_you_mean(&field, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
                 let message = format!("`{var}.{field}`: `{field}` is not {what} ({}){hint}", known.join(", "));
                 self.error(key, &message);
+            }
+        }
+    }
+
+    /// The upcasts of an event type at `version`: exactly one per older version, each a CEL map of `event`.
+    fn upcasts(&mut self, key: &str, version: u32, raw: &BTreeMap<String, String>) -> Option<Vec<Expr>> {
+        if version == 0 {
+            self.error(&format!("{key}.version"), "versions start at 1");
+            return None;
+        }
+        let mut upcasts = Vec::new();
+        let mut ok = true;
+        for from in raw.keys().filter(|from| from.parse::<u32>().ok().is_none_or(|n| !(1..version).contains(&n))) {
+            let why = format!("`{from}` is not an older version of this type (1 to {})", version - 1);
+            self.error(
+                &format!("{key}.upcast.{from}"),
+                if version == 1 { "an upcast needs `version` 2 or more" } else { &why },
+            );
+            ok = false;
+        }
+        for from in 1..version {
+            match raw.get(&from.to_string()) {
+                Some(source) => match self.expr(&format!("{key}.upcast.{from}"), source, UPCAST_VARS) {
+                    Some(expr) => upcasts.push(expr),
+                    None => ok = false,
+                },
+                None => {
+                    self.error(
+                        &format!("{key}.upcast"),
+                        &format!("version {version} needs `upcast.{from}`, reading version {from} as {}", from + 1),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(upcasts)
+    }
+
+    /// Each older name is a valid name, and belongs to one type that does not still exist under it.
+    fn check_renames(&mut self, key: &str, renames: &BTreeMap<&str, Vec<String>>) {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (event, olds) in renames {
+            for old in olds {
+                let at = format!("{key}.events.{event}.renamed_from");
+                if !is_token(old) {
+                    self.error(&at, &format!("`{old}` is not an event type name"));
+                } else if renames.contains_key(old.as_str()) {
+                    self.error(&at, &format!("`{old}` is still an event type of this aggregate"));
+                } else if let Some(other) = seen.insert(old, event) {
+                    self.error(&at, &format!("`{old}` is also an older name of `{other}`"));
+                }
             }
         }
     }

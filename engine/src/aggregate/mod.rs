@@ -21,6 +21,10 @@ pub struct Aggregate {
     pub initial: Map<String, Json>,
     pub commands: BTreeMap<String, Command>,
     pub events: BTreeMap<String, EventDef>,
+    /// A snapshot of an instance's state after every this many events (0: never).
+    pub snapshot_every: u64,
+    /// Of everything that folds events into state (see `config::fingerprint`): stamps snapshots.
+    pub fingerprint: String,
 }
 
 /// A compiled command.
@@ -47,10 +51,16 @@ pub struct Emit {
     pub when: Option<Expr>,
 }
 
-/// How an event type changes the state.
+/// How an event type changes the state, and how its older versions read.
 #[derive(Debug, Clone)]
 pub struct EventDef {
     pub apply: Expr,
+    /// The version of new events' data.
+    pub version: u32,
+    /// `upcasts[n - 1]` reads version `n` as `n + 1`.
+    pub upcasts: Vec<Expr>,
+    /// Older names of this type.
+    pub renamed_from: Vec<String>,
 }
 
 /// An event decided by a command, not yet appended.

@@ -40,6 +40,11 @@ pub fn exhausted() -> bool {
     EXHAUSTED.with(Cell::get)
 }
 
+/// Charges `steps` to this thread's evaluation; false once the budget is overdrawn.
+pub fn charge_steps(steps: u64) -> bool {
+    charge(steps)
+}
+
 fn charge(steps: u64) -> bool {
     REMAINING.with(|r| match r.get().checked_sub(steps) {
         Some(left) => {

@@ -146,8 +146,16 @@ fn reads(expr: &IdedExpr, var: &str, out: &mut Vec<String>) -> bool {
 }
 
 /// The keys of `expr` when it is a map literal whose keys are all string literals (an `apply` that
-/// always sets the same keys); `None` otherwise.
+/// always sets the same keys), or a conditional between such maps (the union of their keys); `None`
+/// otherwise.
 pub fn literal_map_keys(expr: &IdedExpr) -> Option<Vec<String>> {
+    if let Ast::Call(CallExpr { func_name, args, target: None }) = &expr.expr {
+        if func_name == "_?_:_" && args.len() == 3 {
+            let mut keys = literal_map_keys(&args[1])?;
+            keys.extend(literal_map_keys(&args[2])?);
+            return Some(keys);
+        }
+    }
     let Ast::Map(map) = &expr.expr else { return None };
     map.entries
         .iter()
@@ -270,7 +278,8 @@ mod tests {
         let e = parse("cmd.qty > 0 && has(cmd.note) && cmd.items.all(cmd, cmd.x > 0) && cmd.qty < 9");
         assert_eq!(selected_fields(&e, "cmd"), ["qty", "note", "items"]);
         assert_eq!(literal_map_keys(&parse("{'a': 1, 'b': state.b}")), Some(vec!["a".into(), "b".into()]));
-        assert_eq!(literal_map_keys(&parse("x ? {'a': 1} : {}")), None);
+        assert_eq!(literal_map_keys(&parse("x ? {'a': 1} : {'b': 2}")), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(literal_map_keys(&parse("x ? {'a': 1} : y")), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@ pub mod budget;
 pub mod check;
 mod convert;
 mod fast;
+pub mod functions;
 mod scope;
+mod syntax;
 
 #[cfg(test)]
 mod prop_tests;
@@ -24,6 +26,7 @@ static ROOT: LazyLock<cel::Context<'static, 'static>> = LazyLock::new(|| {
     root.add_function("matches", budget::matches).expect("`matches` is not declared without the regex feature");
     let range: budget::Function = Box::new(budget::range);
     root.add_function(check::RANGE_FN, range).expect("a name CEL source cannot spell");
+    functions::register(&mut root);
     root
 });
 
@@ -44,7 +47,7 @@ pub enum Error {
     #[error("syntax error at {line}:{column}: {message}")]
     Syntax { line: usize, column: usize, message: String },
     /// The expression names a variable that is not available where it is used.
-    #[error("unknown variable `{name}` (available: {available})")]
+    #[error("unknown variable `{name}` (available: {available}){}", suggest(name, available))]
     UnknownVariable { name: String, available: String },
     /// The source is longer than eddy accepts.
     #[error("the expression is {len} bytes long; the limit is {limit}")]
@@ -101,7 +104,8 @@ impl Expr {
             let first = errors.errors.first();
             let (line, column) =
                 first.map(|e| position(source, e.pos.0.max(0) as usize, e.pos.1.max(0) as usize)).unwrap_or((1, 1));
-            Error::Syntax { line, column, message: first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string()) }
+            let message = first.map(|e| e.msg.clone()).unwrap_or_else(|| errors.to_string());
+            Error::Syntax { line, column, message: syntax::plain(&message) }
         })?;
         let depth = check::depth(&program);
         if depth > check::MAX_DEPTH {
@@ -246,6 +250,12 @@ pub fn json_type_name(value: &Json) -> &'static str {
     }
 }
 
+/// "; did you mean `x`?" for a misspelt variable, from the comma-separated `available`.
+fn suggest(name: &str, available: &str) -> String {
+    let known: Vec<String> = available.split(", ").map(str::to_string).collect();
+    crate::config::did_you_mean(name, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default()
+}
+
 /// Converts the parser's position to a 1-based line and column. The parser reports `(line, column)`
 /// with a 1-based line and a 0-based column.
 fn position(source: &str, line: usize, column: usize) -> (usize, usize) {
@@ -275,7 +285,7 @@ mod tests {
     #[test]
     fn unknown_variables_are_rejected_at_compile_time() {
         let err = Expr::compile("stat.balance > 0", &["state", "cmd"]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd)");
+        assert_eq!(err.to_string(), "unknown variable `stat` (available: state, cmd); did you mean `state`?");
     }
 
     #[test]
@@ -424,6 +434,46 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(eval_with("state.items.filter(i, i % 1000 == 0).size()", &vars).unwrap(), json!(8));
         }
+    }
+
+    #[test]
+    fn nested_maps_and_lists_change_with_eddys_functions() {
+        let state = json!({"items": {"milk": 1, "bread": 2}, "tags": ["a", "b", "a"], "cfg": {"x": {"y": 1, "z": 2}}});
+        let vars = [("state", state)];
+        let cases = [
+            ("state.items.with('eggs', 12)", json!({"milk": 1, "bread": 2, "eggs": 12})),
+            ("state.items.with('milk', state.items.milk + 1)", json!({"milk": 2, "bread": 2})),
+            ("state.items.without('milk')", json!({"bread": 2})),
+            ("state.items.without('absent')", json!({"milk": 1, "bread": 2})),
+            ("state.items.without(['milk', 'bread'])", json!({})),
+            ("state.tags.without('a')", json!(["b"])),
+            ("with(state.items, 'eggs', 1).without('bread')", json!({"milk": 1, "eggs": 1})),
+            ("state.cfg.merge({'x': {'y': null, 'w': 3}, 'v': [1]})", json!({"x": {"z": 2, "w": 3}, "v": [1]})),
+            ("state.cfg.merge({'x': 5})", json!({"x": 5})),
+            ("{'items': state.items.with('eggs', 12)}", json!({"items": {"milk": 1, "bread": 2, "eggs": 12}})),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(eval_with(source, &vars).unwrap(), expected, "{source}");
+        }
+        for (source, expected) in [
+            ("state.tags.with('a', 1)", "`with` needs a map, got list"),
+            ("state.items.with('a')", "`with` takes a key and a value"),
+            ("state.items.with([1], 1)", "a map key cannot be a list"),
+            ("'s'.without('a')", "`without` needs a map or a list, got string"),
+        ] {
+            let err = eval_with(source, &vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{source}: {err}");
+        }
+    }
+
+    #[test]
+    fn copying_maps_in_a_loop_is_charged_to_the_budget() {
+        // 1,200 copies of 1,200 entries overdraw the 1,000,000 steps; `map` stops at the first error.
+        let big: serde_json::Map<String, Json> = (0..1200).map(|i| (format!("k{i}"), json!(i))).collect();
+        let vars = [("state", json!({ "big": big }))];
+        let err = eval_with("state.big.map(k, state.big.with(k, 0))", &vars).unwrap_err();
+        assert!(matches!(err, Error::Budget { .. } | Error::Runtime { .. }), "{err}");
+        assert!(err.to_string().contains("cost budget"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde_json::{Map, Value as Json};
 use crate::aggregate::Aggregate;
 use crate::api::{Reply, ReplyEvent, Success};
 use crate::envelope::StoredEvent;
+use crate::store::snapshots::Snapshot;
 
 /// What the engine knows of one aggregate instance.
 pub struct Entry {
@@ -35,7 +36,12 @@ pub struct Entry {
     replies: HashMap<String, Arc<Reply>>,
     /// Hash of every stored command id of this aggregate -> the seq of its first event.
     stored: HashMap<u64, u64>,
+    /// The version of the last snapshot stored or restored (see `super::snapshot`).
+    pub snapshot_version: u64,
 }
+
+/// Hashed into every snapshot's fingerprint, so a build that hashes ids differently ignores the snapshot.
+const HASH_PROBE: &str = "eddy-command-id-probe";
 
 /// A command id's 64-bit hash. SipHash with fixed keys: stable within the process, which is all it needs.
 fn id_hash(command_id: &str) -> u64 {
@@ -54,7 +60,34 @@ impl Entry {
             recent: VecDeque::new(),
             replies: HashMap::new(),
             stored: HashMap::new(),
+            snapshot_version: 0,
         }
+    }
+
+    /// Its state, position and stored command ids, stamped `fingerprint`.
+    pub fn snapshot(&self, fingerprint: &str) -> Snapshot {
+        Snapshot {
+            fingerprint: Self::snapshot_fingerprint(fingerprint),
+            seq: self.last_seq,
+            version: self.version,
+            state: self.state.clone(),
+            commands: self.stored.iter().map(|(h, s)| (*h, *s)).collect(),
+        }
+    }
+
+    /// The fingerprint a snapshot of rules `fingerprint` carries in this build: the command ids' hashes are
+    /// only comparable between builds that hash alike.
+    pub fn snapshot_fingerprint(fingerprint: &str) -> String {
+        format!("{fingerprint}-{:016x}", id_hash(HASH_PROBE))
+    }
+
+    /// Starts from `snapshot` (of a fresh entry): the events after it are folded by the next catch-up.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        self.state = snapshot.state;
+        self.version = snapshot.version;
+        self.last_seq = snapshot.seq;
+        self.stored = snapshot.commands.into_iter().collect();
+        self.snapshot_version = snapshot.version;
     }
 
     /// The seq of the first event stored by `command_id` in this aggregate's history, if any (by hash: the

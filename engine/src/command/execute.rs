@@ -178,6 +178,7 @@ impl CommandService {
                     entry.version += outgoing.len() as u64;
                     entry.last_seq = last_seq;
                     entry.note_stored(&command_id, first_seq);
+                    self.maybe_snapshot(aggregate, &id, &mut entry);
                     let success = Success {
                         ok: true,
                         aggregate: aggregate.name.clone(),
@@ -243,6 +244,7 @@ impl CommandService {
     /// answered `internal` naming its seq, and it is logged, until an operator removes or fixes it.
     async fn catch_up(&self, aggregate: &Aggregate, id: &str, entry: &mut Entry) -> Result<(), Failure> {
         let subject = crate::envelope::subject(&aggregate.name, id);
+        self.restore_snapshot(aggregate, id, entry).await;
         let events = match self.store.load(&aggregate.name, id, entry.last_seq + 1).await {
             Ok(events) => events,
             Err(store::Error::Envelope(e)) => return Err(self.held(&subject, &aggregate.name, id, &e.to_string())),
@@ -257,6 +259,7 @@ impl CommandService {
             entry.reset(&aggregate.initial);
             return Err(self.held(&subject, &aggregate.name, id, &why));
         }
+        self.maybe_snapshot(aggregate, id, entry);
         Ok(())
     }
 

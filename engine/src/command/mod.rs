@@ -3,6 +3,7 @@
 mod cache;
 mod execute;
 mod fence;
+mod snapshot;
 mod stall;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use fence::{Fence, HeldLease, LEASE_HEADER};
 use crate::aggregate::Aggregate;
 use crate::config::Config;
 use crate::envelope::headers;
+use crate::store::snapshots::Snapshots;
 use crate::store::EventStore;
 
 /// How many commands one engine decides at once; more wait in NATS.
@@ -34,16 +36,18 @@ pub struct CommandService {
     cache: cache::Cache,
     window: chrono::Duration,
     fences: fence::Fences,
+    snapshots: Arc<Snapshots>,
 }
 
 impl CommandService {
     pub fn new(config: &Config, store: EventStore) -> Self {
         Self {
             aggregates: config.aggregates.clone(),
-            store,
             cache: cache::Cache::new(config.engine.cache_size),
             window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
             fences: fence::Fences::new(),
+            snapshots: Arc::new(Snapshots::new(store.jetstream().clone(), &config.engine)),
+            store,
         }
     }
 

@@ -179,12 +179,34 @@ impl Config {
                 k if NOT_YET_SUPPORTED.contains(&k) => {
                     errors.push(source.file_of(k), k, "not supported yet by this version of eddy")
                 }
-                k => errors.push(source.file_of(k), k, "unknown section"),
+                k => {
+                    let known: Vec<String> =
+                        ["nats", "engine", "aggregates"].iter().chain(claimed).map(|s| s.to_string()).collect();
+                    let hint = did_you_mean(k, &known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                    errors.push(source.file_of(k), k, format!("unknown section ({}){hint}", known.join(", ")))
+                }
             }
         }
         let config = Config { nats, engine, aggregates, path: path.to_path_buf() };
         let extra = extra(&source, &config, &mut errors);
         errors.into_result((config, extra))
+    }
+}
+
+impl Config {
+    /// The event types this config's aggregates put in the stream, as declared in `source` (also those whose
+    /// `apply` has errors); an aggregate that could not be read at all is known by name only.
+    pub fn catalog(&self, source: &Source) -> crate::host::Catalog {
+        let mut catalog = crate::host::Catalog::default();
+        let mut ignored = ConfigErrors::default();
+        for name in source.children("aggregates", &mut ignored) {
+            let types = source.children(&format!("aggregates.{name}.events"), &mut ignored);
+            types.iter().for_each(|t| catalog.add(&name, t));
+            if !self.aggregates.contains_key(&name) {
+                catalog.add_unchecked(&name);
+            }
+        }
+        catalog
     }
 }
 

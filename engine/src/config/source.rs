@@ -141,7 +141,7 @@ impl Source {
                         .and_then(|s| s.file_path())
                         .map(|p| display_path(&self.root, p))
                         .or_else(|| self.file_of(key));
-                    errors.push(file, full, one_line(&e.kind.to_string()));
+                    errors.push(file, full, describe(&e.kind));
                 }
                 None
             }
@@ -232,6 +232,24 @@ fn display_path(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
+/// A deserialization error in plain words: an unknown key or value lists the known ones and suggests the
+/// closest, the rest is the deserializer's own message on one line.
+fn describe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let (what, found, expected) = match kind {
+        Kind::UnknownField(found, expected) => ("key", found, expected),
+        Kind::UnknownVariant(found, expected) => ("value", found, expected),
+        other => return one_line(&other.to_string()),
+    };
+    let known: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    let hint = super::did_you_mean(found, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+    if known.is_empty() {
+        format!("unknown {what} `{found}`: none is allowed here")
+    } else {
+        format!("unknown {what} `{found}` (expected one of: {}){hint}", known.join(", "))
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -255,7 +273,7 @@ fn join_key(key: &str, inner: &[String]) -> String {
 /// Deserializes a sub-value found below `key` (e.g. one command of an aggregate). On failure, the error's
 /// full key path and message.
 pub fn from_value<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, (String, String)> {
-    value.deserialize::<T>().map_err(|e| (join_key(key, &e.path), one_line(&e.kind.to_string())))
+    value.deserialize::<T>().map_err(|e| (join_key(key, &e.path), describe(&e.kind)))
 }
 
 #[cfg(test)]

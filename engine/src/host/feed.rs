@@ -16,6 +16,7 @@ use futures::{Stream, StreamExt};
 
 use crate::envelope::StoredEvent;
 use crate::store::EventStore;
+use crate::upcast::SharedSchemas;
 
 type Messages = Pin<Box<dyn Stream<Item = Vec<Result<async_nats::jetstream::Message, String>>> + Send>>;
 
@@ -38,10 +39,12 @@ struct RawBatch {
 }
 
 impl RawBatch {
-    fn parse(self, reader: &str) -> Batch {
+    fn parse(self, reader: &str, schemas: &SharedSchemas) -> Batch {
         let mut events = Vec::with_capacity(self.messages.len());
+        let schemas = schemas.current();
         for (seq, message) in self.messages {
-            match StoredEvent::from_parts(seq, message.subject.as_str(), message.headers.as_ref(), &message.payload) {
+            let (subject, headers) = (message.subject.as_str(), message.headers.as_ref());
+            match schemas.read_or_as_stored(reader, seq, subject, headers, &message.payload) {
                 Ok(event) => events.push(event),
                 Err(e) => tracing::warn!(%reader, seq, error = %e, "skipping a message that is not an eddy event"),
             }
@@ -54,12 +57,13 @@ impl RawBatch {
 pub struct Batches {
     rx: tokio::sync::mpsc::Receiver<RawBatch>,
     name: String,
+    schemas: SharedSchemas,
 }
 
 impl Batches {
     /// The next batch; `None` once the reading task has ended.
     pub async fn recv(&mut self) -> Option<Batch> {
-        Some(self.rx.recv().await?.parse(&self.name))
+        Some(self.rx.recv().await?.parse(&self.name, &self.schemas))
     }
 }
 
@@ -125,7 +129,7 @@ impl Feed {
     /// Waits for at least one message and returns every one already available, up to `max`.
     pub async fn next_batch(&mut self, max: usize) -> Batch {
         let raw = self.next_raw(max).await;
-        raw.parse(&self.name)
+        raw.parse(&self.name, self.store.schemas())
     }
 
     async fn next_raw(&mut self, max: usize) -> RawBatch {
@@ -216,6 +220,7 @@ impl Feed {
     pub fn spawn(mut self, max: usize, cancel: tokio_util::sync::CancellationToken) -> Batches {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let name = self.name.clone();
+        let schemas = self.store.schemas().clone();
         tokio::spawn(async move {
             loop {
                 let batch = tokio::select! {
@@ -227,7 +232,7 @@ impl Feed {
                 }
             }
         });
-        Batches { rx, name }
+        Batches { rx, name, schemas }
     }
 
     fn fail(&mut self, error: &str) {

@@ -5,4 +5,4 @@ mod pattern;
 pub mod reactor;
 
 pub use feed::{subject_matches, Batch, Feed};
-pub use pattern::{subject_filters, Pattern, PatternMap};
+pub use pattern::{subject_filters, Catalog, Pattern, PatternMap};

@@ -88,6 +88,59 @@ impl<T> PatternMap<T> {
     }
 }
 
+/// Every `<aggregate>.<EventType>` a config can put in the stream: its aggregates' event types, and what its
+/// reactors emit and its sagas log. A pattern that names neither could never match: a typo.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    types: std::collections::BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Catalog {
+    /// Records that events of `event_type` may appear on `events.<aggregate>.*`.
+    pub fn add(&mut self, aggregate: &str, event_type: &str) {
+        self.types.entry(aggregate.to_string()).or_default().insert(event_type.to_string());
+    }
+
+    /// Records an aggregate whose event types are not known (one whose definition has errors of its own):
+    /// patterns naming it are not checked further.
+    pub fn add_unchecked(&mut self, aggregate: &str) {
+        self.add(aggregate, "*");
+    }
+
+    /// Why `pattern` can never match anything this config produces, with the closest name; `Ok` when it can
+    /// (wildcard parts match anything).
+    pub fn check(&self, pattern: &Pattern) -> Result<(), String> {
+        let names = |set: &mut dyn Iterator<Item = &String>| set.filter(|t| *t != "*").cloned().collect::<Vec<_>>();
+        let hint = |name: &str, known: &[String]| {
+            crate::config::did_you_mean(name, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default()
+        };
+        let types: Vec<&BTreeSet<String>> = match &pattern.aggregate {
+            Some(a) => match self.types.get(a) {
+                Some(types) => vec![types],
+                None => {
+                    let known = names(&mut self.types.keys());
+                    let hint = hint(a, &known);
+                    return Err(format!(
+                        "`{pattern}`: no aggregate, reactor or saga puts events on `events.{a}.*` (known: {}){hint}",
+                        known.join(", ")
+                    ));
+                }
+            },
+            None => self.types.values().collect(),
+        };
+        let Some(event_type) = &pattern.event_type else { return Ok(()) };
+        if types.iter().any(|t| t.contains(event_type) || t.contains("*")) {
+            return Ok(());
+        }
+        let known = names(&mut types.iter().flat_map(|t| t.iter()));
+        let whose = match &pattern.aggregate {
+            Some(a) => format!("`{a}` has no event type"),
+            None => "no aggregate has an event type".to_string(),
+        };
+        Err(format!("`{pattern}`: {whose} `{event_type}` (known: {}){}", known.join(", "), hint(event_type, &known)))
+    }
+}
+
 /// The fewest subject filters covering `patterns`: `events.>` if any pattern has a wildcard aggregate.
 pub fn subject_filters<'a>(patterns: impl IntoIterator<Item = &'a Pattern>) -> Vec<String> {
     let filters: BTreeSet<String> = patterns.into_iter().map(Pattern::subject_filter).collect();
@@ -120,5 +173,28 @@ mod tests {
         assert_eq!(subject_filters(&ps), ["events.>"]);
         assert!(Pattern::parse("product").is_err());
         assert!(Pattern::parse("pro duct.A").is_err());
+    }
+
+    #[test]
+    fn the_catalog_refuses_patterns_that_cannot_match_with_a_suggestion() {
+        let mut catalog = Catalog::default();
+        catalog.add("cart", "Added");
+        catalog.add("cart", "Removed");
+        catalog.add_unchecked("broken");
+        let check = |p: &str| catalog.check(&Pattern::parse(p).unwrap());
+        for ok in ["cart.Added", "cart.*", "*.Removed", "*.*", "broken.Anything"] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check("cart.Addedd").unwrap_err(),
+            "`cart.Addedd`: `cart` has no event type `Addedd` (known: Added, Removed); did you mean `Added`?"
+        );
+        assert!(check("kart.Added").unwrap_err().ends_with("did you mean `cart`?"), "{:?}", check("kart.Added"));
+        // An aggregate whose types are unknown may have any type; without it, `*.Nope` matches nothing.
+        assert_eq!(check("*.Nope"), Ok(()));
+        let mut known = Catalog::default();
+        known.add("cart", "Added");
+        let err = known.check(&Pattern::parse("*.Nope").unwrap()).unwrap_err();
+        assert!(err.contains("no aggregate has an event type `Nope`"), "{err}");
     }
 }

@@ -75,8 +75,10 @@ impl EventStore {
         }
         let batch_id = (events.len() > 1).then(|| uuid::Uuid::new_v4().simple().to_string());
         let mut last = None;
+        let schemas = self.schemas.current();
         for (i, (event, payload)) in events.iter().zip(payloads).enumerate() {
             let mut h: HeaderMap = event.headers();
+            schemas.stamp(aggregate, &event.event_type, &mut h);
             if let (0, Some(expected)) = (i, expected_last_seq) {
                 h.insert(headers::EXPECTED_LAST_SUBJECT_SEQ, expected.to_string().as_str());
             }

@@ -82,7 +82,7 @@ impl EventStore {
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| Error::JetStream("direct get reply without Nats-Sequence".into()))?;
         let subject = header("Nats-Subject").unwrap_or_default();
-        Ok(Some(StoredEvent::from_parts(seq, &subject, msg.headers.as_ref(), &msg.payload)?))
+        Ok(Some(self.schemas.current().read(seq, &subject, msg.headers.as_ref(), &msg.payload)?))
     }
 
     /// The events of one subject with sequence >= `from_seq`, in order.
@@ -92,6 +92,7 @@ impl EventStore {
         let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| Error::Unavailable(e.to_string()))?;
         let mut events = Vec::new();
         let mut next = from_seq.max(1);
+        let schemas = self.schemas.current();
         loop {
             let body = serde_json::to_vec(&DirectGet { seq: next, next_by_subj: subject, batch: BATCH })
                 .expect("request serializes");
@@ -122,7 +123,7 @@ impl EventStore {
                     .and_then(|v| v.parse::<u64>().ok())
                     .ok_or_else(|| Error::JetStream("direct get reply without Nats-Sequence".into()))?;
                 let msg_subject = header("Nats-Subject").unwrap_or_else(|| subject.to_string());
-                events.push(StoredEvent::from_parts(seq, &msg_subject, msg.headers.as_ref(), &msg.payload)?);
+                events.push(schemas.read(seq, &msg_subject, msg.headers.as_ref(), &msg.payload)?);
                 next = seq + 1;
             };
             if pending == 0 {

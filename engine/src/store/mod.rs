@@ -4,6 +4,7 @@
 mod append;
 mod load;
 mod schedule;
+pub mod snapshots;
 mod stream;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ pub use append::Appended;
 pub use schedule::{timer_subject, TIMER_SUBJECTS};
 
 use crate::config::EngineConfig;
+use crate::upcast::{Schemas, SharedSchemas};
 
 /// Store errors. `Unavailable` maps to the wire's `unavailable`; the rest to `internal`.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub struct EventStore {
     js: jetstream::Context,
     stream: String,
     timeout: Duration,
+    /// How events are read and stamped (upcasting); set from the config, replaced on reload.
+    schemas: SharedSchemas,
 }
 
 impl EventStore {
@@ -63,13 +67,30 @@ impl EventStore {
         stream::check_server_version(&client.server_info().version)?;
         let js = jetstream::new(client.clone());
         stream::ensure(&js, engine).await?;
-        Ok(Self { client, js, stream: engine.stream.clone(), timeout: Duration::from_secs(5) })
+        Ok(Self {
+            client,
+            js,
+            stream: engine.stream.clone(),
+            timeout: Duration::from_secs(5),
+            schemas: Default::default(),
+        })
     }
 
     /// Uses an existing stream without changing it (for read-only tools such as `eddy history`).
     pub fn attach(client: Client, engine: &EngineConfig) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js, stream: engine.stream.clone(), timeout: Duration::from_secs(5) }
+        Self { client, js, stream: engine.stream.clone(), timeout: Duration::from_secs(5), schemas: Default::default() }
+    }
+
+    /// Puts the event schemas of a config in force: every later read upcasts through them, every append
+    /// stamps their versions.
+    pub fn set_schemas(&self, schemas: Schemas) {
+        self.schemas.set(schemas);
+    }
+
+    /// The schemas in force, shared: a reader that holds it sees later changes.
+    pub fn schemas(&self) -> &SharedSchemas {
+        &self.schemas
     }
 
     /// The NATS client.

@@ -52,6 +52,9 @@ pub fn load_action(
     };
     let when = a.when.as_ref().map(|w| c.compile(&format!("{at}.when"), w, vars));
     let data = c.compile(&format!("{at}.data"), a.data.as_deref().unwrap_or("{}"), vars);
+    if let (Some(ActionKind::Command { aggregate, command }), Some(data)) = (&kind, &data) {
+        c.command_data(&format!("{at}.data"), config, aggregate, command, data);
+    }
     match (kind, when, data) {
         (Some(kind), None, Some(data)) => Some(ActionDef { kind, when: None, data }),
         (Some(kind), Some(Some(when)), Some(data)) => Some(ActionDef { kind, when: Some(when), data }),

@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::hash::Hasher;
 
 use eddy_engine::cel::Expr;
-use eddy_engine::config::{from_value, is_token, Config, ConfigErrors, Source};
-use eddy_engine::host::Pattern;
+use eddy_engine::config::{did_you_mean, from_value, is_token, Config, ConfigErrors, Source};
+use eddy_engine::host::{Catalog, Pattern};
 use figment::value::Value;
 use serde::de::DeserializeOwned;
 
@@ -19,12 +19,14 @@ pub const DEFAULT_MAX_RETRIES: u32 = 5;
 /// Compiles a reactor's parts, recording each problem under its key.
 pub struct Compiler<'a> {
     source: &'a Source,
+    /// What patterns may name.
+    catalog: &'a Catalog,
     errors: RefCell<&'a mut ConfigErrors>,
 }
 
 impl<'a> Compiler<'a> {
-    pub fn new(source: &'a Source, errors: &'a mut ConfigErrors) -> Self {
-        Self { source, errors: RefCell::new(errors) }
+    pub fn new(source: &'a Source, catalog: &'a Catalog, errors: &'a mut ConfigErrors) -> Self {
+        Self { source, catalog, errors: RefCell::new(errors) }
     }
 
     /// How many errors are recorded so far.
@@ -41,7 +43,7 @@ impl<'a> Compiler<'a> {
     }
 
     pub fn pattern(&self, key: &str, pattern: &str) -> Option<Pattern> {
-        Pattern::parse(pattern).map_err(|m| self.push(key, m)).ok()
+        Pattern::parse(pattern).and_then(|p| self.catalog.check(&p).map(|()| p)).map_err(|m| self.push(key, m)).ok()
     }
 
     /// A publish subject: tokens, no wildcards.
@@ -61,13 +63,54 @@ impl<'a> Compiler<'a> {
             return None;
         };
         if let Some(agg) = config.aggregates.get(aggregate) {
-            if !agg.commands.contains_key(command) {
-                self.push(key, format!("aggregate `{aggregate}` has no command `{command}`"));
+            let declared =
+                self.source.children(&format!("aggregates.{aggregate}.commands"), &mut ConfigErrors::default());
+            // A declared command that failed to compile has its own errors: not repeated here.
+            if !agg.commands.contains_key(command) && !declared.iter().any(|c| c == command) {
+                let known: Vec<String> = agg.commands.keys().cloned().collect();
+                let hint = did_you_mean(command, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+                self.push(
+                    key,
+                    format!("aggregate `{aggregate}` has no command `{command}` ({}){hint}", known.join(", ")),
+                );
                 return None;
             }
         }
         Some(ActionKind::Command { aggregate: aggregate.to_string(), command: command.to_string() })
     }
+}
+
+impl Compiler<'_> {
+    /// When `data` is a map literal sent as `<aggregate>.<command>` of this config: it supplies `id` and every
+    /// required input, and nothing the command does not declare (the command would answer `invalid`).
+    pub fn command_data(&self, key: &str, config: &Config, aggregate: &str, command: &str, data: &Expr) {
+        let (Some(def), Some(keys)) =
+            (config.aggregates.get(aggregate).and_then(|a| a.commands.get(command)), data.literal_map_keys())
+        else {
+            return;
+        };
+        let inputs: Vec<String> =
+            std::iter::once("id".to_string()).chain(def.input.iter().map(|f| f.name.clone())).collect();
+        let required = std::iter::once("id").chain(def.input.iter().filter(|f| !f.optional).map(|f| f.name.as_str()));
+        let missing: Vec<&str> = required.filter(|r| !keys.iter().any(|k| k == r)).collect();
+        if !missing.is_empty() {
+            self.push(
+                key,
+                format!("`{aggregate}.{command}` requires {} (missing from this map)", backticked(&missing)),
+            );
+        }
+        for unknown in keys.iter().filter(|k| !inputs.contains(k)) {
+            let hint = did_you_mean(unknown, &inputs).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+            self.push(
+                key,
+                format!("`{unknown}` is not an input of `{aggregate}.{command}` ({}){hint}", inputs.join(", ")),
+            );
+        }
+    }
+}
+
+fn backticked(names: &[&str]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Deserializes `key` strictly, also returning its raw value (for the fingerprint).

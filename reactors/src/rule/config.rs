@@ -6,7 +6,7 @@ use eddy_engine::cel::Expr;
 use eddy_engine::config::{Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::Policy;
 use eddy_engine::host::reactor::{OnError, Start};
-use eddy_engine::host::{Pattern, PatternMap};
+use eddy_engine::host::{Catalog, Pattern, PatternMap};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -59,11 +59,17 @@ fn default_max_retries() -> u32 {
 }
 
 /// Reads one rule reactor; `None` after recording its errors.
-pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErrors) -> Option<Rule> {
+pub fn load(
+    source: &Source,
+    config: &Config,
+    catalog: &Catalog,
+    name: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Rule> {
     let key = format!("reactors.{name}");
     let before = errors.len();
     let (toml, raw): (RuleToml, _) = crate::common::extract(source, &key, errors)?;
-    let c = Compiler::new(source, errors);
+    let c = Compiler::new(source, catalog, errors);
     let entry_key = toml.key.as_ref().and_then(|k| c.compile(&format!("{key}.key"), k, KEY_VARS));
     let mut update = PatternMap::default();
     let mut update_patterns = Vec::new();

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use eddy_engine::config::{Config, ConfigErrors, Source};
+use eddy_engine::config::{did_you_mean, Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::{OnError, Policy, Start};
-use eddy_engine::host::{Pattern, PatternMap};
+use eddy_engine::host::{Catalog, Pattern, PatternMap};
 use serde::Deserialize;
 
 use super::state::{ON_REJECTED, ON_TIMEOUT};
@@ -103,11 +103,17 @@ struct LongTransition {
 }
 
 /// Reads one saga; `None` after recording its errors.
-pub fn load(source: &Source, config: &Config, name: &str, errors: &mut ConfigErrors) -> Option<Saga> {
+pub fn load(
+    source: &Source,
+    config: &Config,
+    catalog: &Catalog,
+    name: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Saga> {
     let key = format!("reactors.{name}");
     let before = errors.len();
     let (toml, raw): (SagaToml, _) = crate::common::extract(source, &key, errors)?;
-    let c = Compiler::new(source, errors);
+    let c = Compiler::new(source, catalog, errors);
     let log = super::log_aggregate(name);
     if config.aggregates.contains_key(&log) {
         c.push(&key, format!("its instances are kept on events.{log}.*, which aggregate `{log}` uses"));
@@ -226,8 +232,13 @@ fn check_graph(c: &Compiler, key: &str, toml: &SagaToml, states: &BTreeMap<Strin
         c.push(&format!("{key}.states"), "a saga needs states");
         return;
     }
+    let known: Vec<String> = states.keys().cloned().collect();
+    let unknown = |name: &str| {
+        let hint = did_you_mean(name, &known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+        format!("unknown state `{name}` ({}){hint}", known.join(", "))
+    };
     if !states.contains_key(&toml.initial) {
-        c.push(&format!("{key}.initial"), format!("unknown state `{}`", toml.initial));
+        c.push(&format!("{key}.initial"), unknown(&toml.initial));
         return;
     }
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -247,7 +258,7 @@ fn check_graph(c: &Compiler, key: &str, toml: &SagaToml, states: &BTreeMap<Strin
                 if states.contains_key(goto) {
                     edges.entry(name).or_default().push(goto);
                 } else {
-                    c.push(&at, format!("unknown state `{goto}`"));
+                    c.push(&at, unknown(goto));
                 }
             }
         }

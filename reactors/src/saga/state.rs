@@ -12,6 +12,8 @@ pub const STARTED: &str = "SagaStarted";
 pub const ENTERED: &str = "StateEntered";
 pub const TIMER_FIRED: &str = "TimerFired";
 pub const REJECTED: &str = "CommandRejected";
+/// Every record type of a saga's log.
+pub const RECORDS: &[&str] = &[STARTED, ENTERED, TIMER_FIRED, REJECTED];
 
 /// The trigger names that are not event patterns.
 pub const ON_REJECTED: &str = "rejected";

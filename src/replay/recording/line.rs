@@ -85,6 +85,8 @@ pub(crate) struct Line {
     headers: Box<str>,
     /// `Nats-Msg-Id`: how the replay recognizes what a reactor appended.
     pub msg_id: Option<Box<str>>,
+    /// `Eddy-Event-Version`: the version of the event's data, for upcasting (absent: 1).
+    pub event_version: Option<Box<str>>,
     pub body: Body,
 }
 
@@ -225,7 +227,8 @@ impl Line {
             Ok(event) => Body::Event(StoredEvent { data, ..event }),
             Err(e) => Body::Other { subject: subject.to_string(), data, why: e.to_string() },
         };
-        Line { line, seq, time, headers: raw.into(), msg_id: get(headers::MSG_ID).map(Into::into), body }
+        let event_version = get(eddy_engine::upcast::EVENT_VERSION).map(Into::into);
+        Line { line, seq, time, headers: raw.into(), msg_id: get(headers::MSG_ID).map(Into::into), event_version, body }
     }
 
     pub fn subject(&self) -> Cow<'_, str> {

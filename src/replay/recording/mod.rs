@@ -118,6 +118,18 @@ impl Recording {
         self.lines.iter().map(Line::event)
     }
 
+    /// Each eddy event as the schemas of a config read it (upcast), with its line number; an event that
+    /// cannot be upcast gives why.
+    pub fn upcast_events<'r>(
+        &'r self,
+        schemas: &'r eddy_engine::upcast::Schemas,
+    ) -> impl Iterator<Item = (usize, Result<std::borrow::Cow<'r, StoredEvent>, eddy_engine::upcast::Error>)> + 'r {
+        self.lines.iter().filter_map(|l| {
+            let event = l.event().ok()?;
+            Some((l.line, schemas.upcast_ref(event, l.event_version.as_deref())))
+        })
+    }
+
     /// The lines as the replay reads them.
     pub(crate) fn kept(&self) -> &[Line] {
         &self.lines
