@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::{Stream, StreamExt};
 
+use super::filter::{self, subject_matches, Plan};
 use crate::envelope::StoredEvent;
 use crate::store::EventStore;
 
@@ -91,9 +92,6 @@ const MAX_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest wait before opening a consumer again: short, because what fails is usually the server
 /// coming back, and readers should follow within a second once it is.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A catch-up of at least this many matching events may read unfiltered.
-const LOCAL_FILTER_MIN: u64 = 10_000;
 
 impl Feed {
     /// A feed of the messages matching `filters` from `from_seq` on. `name` labels its log lines.
@@ -261,57 +259,28 @@ impl Feed {
     }
 }
 
-/// Creates an ordered consumer from `next_seq`; true when it reads unfiltered for the feed to filter. A
-/// free function so the feed is not borrowed across the await (the message stream is not `Sync`).
-///
-/// JetStream's wildcard-filtered delivery over many interleaved subjects measured ~25-35k msgs/s against
-/// ~130-200k/s unfiltered on the same server (2.15.1). So a long catch-up in which the filters match a good
-/// share of the stream reads everything and filters here; a short one, or a live reader, lets the server
-/// filter.
+/// Creates an ordered consumer from `next_seq`; true when it reads unfiltered for the feed to filter (see
+/// [`filter::plan`]). A free function so the feed is not borrowed across the await (the message stream is
+/// not `Sync`).
 async fn open(store: EventStore, filters: Vec<String>, next_seq: u64, max: usize) -> Result<(Messages, bool), String> {
     let stream = store.jetstream().get_stream(store.stream()).await.map_err(|e| e.to_string())?;
-    let behind = stream.cached_info().state.last_sequence.saturating_sub(next_seq.saturating_sub(1));
+    let info = stream.cached_info();
+    let behind = info.state.last_sequence.saturating_sub(next_seq.saturating_sub(1));
     let config = |filter_subjects: Vec<String>| OrderedConfig {
         filter_subjects,
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next_seq },
         ..Default::default()
     };
-    let filtered = !filters.is_empty() && filters.iter().all(|f| f != "events.>");
-    let mut consumer = stream.create_consumer(config(filters)).await.map_err(|e| e.to_string())?;
-    let matching = consumer.cached_info().num_pending;
-    let local_filter = filtered && matching >= LOCAL_FILTER_MIN && matching.saturating_mul(4) >= behind;
-    if local_filter {
-        consumer = stream.create_consumer(config(Vec::new())).await.map_err(|e| e.to_string())?;
-    }
+    let (plan, consumer) = if filter::covers(&filters, &info.config.subjects) {
+        (Plan::Everything, None)
+    } else {
+        let consumer = stream.create_consumer(config(filters.clone())).await.map_err(|e| e.to_string())?;
+        (filter::plan(&filters, &info.config.subjects, consumer.cached_info().num_pending, behind), Some(consumer))
+    };
+    let consumer = match (consumer, &plan) {
+        (Some(filtered), Plan::Server(_)) => filtered,
+        _ => stream.create_consumer(config(plan.server_filters())).await.map_err(|e| e.to_string())?,
+    };
     let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    Ok((Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))), local_filter))
-}
-
-/// NATS subject matching: `*` matches one token, a trailing `>` the rest.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut tokens = subject.split('.');
-    for f in filter.split('.') {
-        match (f, tokens.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (f, Some(t)) if f == t => {}
-            _ => return false,
-        }
-    }
-    tokens.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::subject_matches;
-
-    #[test]
-    fn subjects_match_like_nats() {
-        assert!(subject_matches("events.>", "events.product.p1"));
-        assert!(subject_matches("events.product.*", "events.product.p1"));
-        assert!(!subject_matches("events.product.*", "events.account.p1"));
-        assert!(!subject_matches("events.product.*", "events.product"));
-        assert!(!subject_matches("events.product.*", "events.product.p1.x"));
-        assert!(!subject_matches("events.>", "events"));
-    }
+    Ok((Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))), plan == Plan::FilterHere))
 }
