@@ -15,6 +15,7 @@ use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::{Stream, StreamExt};
 
 use super::filter::{self, subject_matches, Plan};
+use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::store::EventStore;
 
@@ -73,7 +74,9 @@ pub struct Feed {
     messages: Option<Messages>,
     /// The open consumer reads the whole stream and this feed drops what the filters do not match.
     local_filter: bool,
-    backoff: Duration,
+    backoff: Backoff,
+    /// Whether the last open failed, so the next waits [`Feed::backoff`] first.
+    failing: bool,
     /// The client's connection count when the open consumer was made.
     connects: u64,
     /// `next_seq`, and since when, while idle looks find a message waiting for this feed.
@@ -89,9 +92,6 @@ const STALL_TICK: Duration = Duration::from_millis(500);
 /// The most [`Feed::patience`] grows to: when replacing the consumer does not help at the same place, the
 /// server may just be slow to find the next match (a sparse filter over a long stream), not stalled.
 const MAX_PATIENCE: Duration = Duration::from_secs(30);
-/// The longest wait before opening a consumer again: short, because what fails is usually the server
-/// coming back, and readers should follow within a second once it is.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Feed {
     /// A feed of the messages matching `filters` from `from_seq` on. `name` labels its log lines.
@@ -103,7 +103,8 @@ impl Feed {
             name: name.into(),
             messages: None,
             local_filter: false,
-            backoff: Duration::ZERO,
+            backoff: Backoff::reconnect(),
+            failing: false,
             connects: 0,
             waiting: None,
             patience: STALL_TICK,
@@ -131,8 +132,8 @@ impl Feed {
             let messages = match &mut self.messages {
                 Some(messages) => messages,
                 None => {
-                    if !self.backoff.is_zero() {
-                        tokio::time::sleep(self.backoff).await;
+                    if self.failing {
+                        self.backoff.sleep().await;
                     }
                     // Read before opening, so a reconnect while opening counts as one after it.
                     let connects = self.connects();
@@ -230,8 +231,8 @@ impl Feed {
 
     fn fail(&mut self, error: &str) {
         self.messages = None;
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-        tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff, %error, "stream read failed; retrying");
+        self.failing = true;
+        tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff.peek(), %error, "stream read failed; retrying");
     }
 
     fn take(&mut self, chunk: Vec<Result<async_nats::jetstream::Message, String>>) -> (RawBatch, Option<String>) {
@@ -254,7 +255,8 @@ impl Feed {
             }
             batch.messages.push((seq, message));
         }
-        self.backoff = Duration::ZERO;
+        self.failing = false;
+        self.backoff.reset();
         (batch, None)
     }
 }

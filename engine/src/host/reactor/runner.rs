@@ -14,6 +14,7 @@ use super::lease::{Lease, Leases};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
 use super::{effect_id, Effects, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
+use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};
 
@@ -21,9 +22,6 @@ use crate::host::{Batch, Feed};
 const BATCH: usize = 8192;
 /// How often the watermark follows a bookmark that moved without actions.
 pub(super) const MARK_EVERY: Duration = Duration::from_secs(1);
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// The longest wait between attempts to reach NATS (a lost connection, a restarting server).
-pub(super) const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What operators see a reactor doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,7 +360,7 @@ impl Runner {
         ahead: bool,
     ) -> Result<Outcome, Option<String>> {
         let logic = &self.shared.logic;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::failure();
         let mut attempt = 0;
         loop {
             let overlay = Overlay { changes, cache: &self.cache, state: &self.shared.state };
@@ -372,10 +370,9 @@ impl Runner {
                 Err(e) if attempt < logic.policy().max_retries => {
                     attempt += 1;
                     tracing::warn!(reactor = %self.name(), seq = event.seq, attempt, error = %e, "deciding an event failed; retrying");
-                    if !sleep(&self.cancel, backoff).await {
+                    if !backoff.wait(&self.cancel).await {
                         return Err(None);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => return Err(Some(e)),
             }
@@ -436,17 +433,16 @@ pub(super) async fn commit_retrying(
     outbox: &[Pending],
     parked: &[Parked],
 ) -> bool {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::failure();
     loop {
         let counters = shared.counters.lock().expect("lock").clone();
         match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
             Ok(()) => return true,
             Err(e) => {
                 tracing::error!(reactor = %name, seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
-                if !sleep(cancel, backoff).await {
+                if !backoff.wait(cancel).await {
                     return false;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -467,18 +463,17 @@ pub(super) async fn retry_forever<T, E: std::fmt::Display, F: std::future::Futur
     what: &str,
     mut f: impl FnMut() -> F,
 ) -> Option<T> {
-    let mut backoff = Duration::from_millis(100);
+    // Capped low: what fails here is NATS itself, and once it is back the reactor should go on within a
+    // second, not sit out a long backoff.
+    let mut backoff = Backoff::reconnect();
     loop {
         match f().await {
             Ok(v) => return Some(v),
             Err(e) => {
-                tracing::warn!(%reactor, error = %e, retry_in = ?backoff, "{what} failed; retrying");
-                if !sleep(cancel, backoff).await {
+                tracing::warn!(%reactor, error = %e, retry_in = ?backoff.peek(), "{what} failed; retrying");
+                if !backoff.wait(cancel).await {
                     return None;
                 }
-                // Capped low: what fails here is NATS itself, and once it is back the reactor should go on
-                // within a second, not sit out a long backoff.
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF);
             }
         }
     }
