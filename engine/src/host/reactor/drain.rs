@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use super::effects::{Done, Failed};
-use super::runner::{retry_forever, Flow, Runner, Status, MARK_EVERY};
+use super::runner::{retry_forever, Flow, Halt, Runner, Status, MARK_EVERY};
 use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
@@ -300,8 +300,8 @@ impl Runner {
                     };
                     match self.take(&event, &mut changes, &mut outbox, true).await {
                         Ok(()) => {}
-                        Err(None) => return Flow::Cancelled,
-                        Err(Some(error)) => {
+                        Err(Halt::Cancelled) => return Flow::Cancelled,
+                        Err(Halt::Failed(error)) => {
                             tracing::error!(reactor = %self.name(), seq = item.seq, %error, "the parked event failed again; parked");
                             parked.push(Parked { seq: item.seq, action: None, error });
                         }

@@ -80,6 +80,15 @@ pub struct Host {
     pub leases: Leases,
 }
 
+/// Why deciding or settling an event did not complete.
+#[derive(Debug)]
+pub(super) enum Halt {
+    /// The reactor stops or lost its lease: nothing more is done, nothing is recorded.
+    Cancelled,
+    /// The event failed after its retries: the error policy decides.
+    Failed(String),
+}
+
 /// How a step ended.
 pub(super) enum Flow {
     Go,
@@ -294,8 +303,8 @@ impl Runner {
             }
             match self.take(event, &mut changes, &mut outbox, false).await {
                 Ok(()) => {}
-                Err(None) => return Flow::Cancelled,
-                Err(Some(error)) => match logic.policy().on_error {
+                Err(Halt::Cancelled) => return Flow::Cancelled,
+                Err(Halt::Failed(error)) => match logic.policy().on_error {
                     OnError::Skip => {
                         self.shared.counters.lock().expect("lock").skipped += 1;
                         tracing::error!(reactor = %self.name(), seq = event.seq, %error, "event skipped after retries");
@@ -352,13 +361,8 @@ impl Runner {
     }
 
     /// Decides one event (`ahead`: read ahead of the stream, see [`Logic::handle_ahead`]), retrying a
-    /// failure with backoff. `Err(None)`: cancelled.
-    pub(super) async fn decide(
-        &self,
-        event: &StoredEvent,
-        changes: &Changes,
-        ahead: bool,
-    ) -> Result<Outcome, Option<String>> {
+    /// failure with backoff.
+    pub(super) async fn decide(&self, event: &StoredEvent, changes: &Changes, ahead: bool) -> Result<Outcome, Halt> {
         let logic = &self.shared.logic;
         let mut backoff = Backoff::failure();
         let mut attempt = 0;
@@ -371,10 +375,10 @@ impl Runner {
                     attempt += 1;
                     tracing::warn!(reactor = %self.name(), seq = event.seq, attempt, error = %e, "deciding an event failed; retrying");
                     if !backoff.wait(&self.cancel).await {
-                        return Err(None);
+                        return Err(Halt::Cancelled);
                     }
                 }
-                Err(e) => return Err(Some(e)),
+                Err(e) => return Err(Halt::Failed(e)),
             }
         }
     }
