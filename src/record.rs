@@ -10,6 +10,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
+use eddy_engine::host::{read_plan, subject_matches, ReadPlan};
 use futures::StreamExt;
 use serde_json::Value as Json;
 
@@ -72,7 +73,8 @@ pub async fn record(
 ) -> Result<Progress> {
     let failed = |message: String| Error::Stream { stream: stream_name.to_string(), message };
     let mut stream = js.get_stream(stream_name).await.map_err(|e| failed(e.to_string()))?;
-    let last = stream.info().await.map_err(|e| failed(e.to_string()))?.state.last_sequence;
+    let info = stream.info().await.map_err(|e| failed(e.to_string()))?;
+    let (last, stream_subjects) = (info.state.last_sequence, info.config.subjects.clone());
     let end = range.to_seq.map_or(last, |to| to.min(last));
     let mut done = Progress { recorded: 0, seq: 0, end };
     let start = range.from_seq.unwrap_or(1).max(1);
@@ -80,18 +82,22 @@ pub async fn record(
         progress(done);
         return Ok(done);
     }
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subjects: range.subjects.clone(),
-            deliver_policy: deliver_policy(range)?,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    if consumer.cached_info().num_pending == 0 {
+    let config = |filter_subjects: Vec<String>| -> Result<OrderedConfig> {
+        Ok(OrderedConfig { filter_subjects, deliver_policy: deliver_policy(range)?, ..Default::default() })
+    };
+    let consumer = stream.create_consumer(config(range.subjects.clone())?).await.map_err(|e| failed(e.to_string()))?;
+    let matching = consumer.cached_info().num_pending;
+    if matching == 0 {
         progress(done);
         return Ok(done);
     }
+    // A wide filter is read faster unfiltered, dropping here what it does not match (see `ReadPlan`).
+    let plan = read_plan(&range.subjects, &stream_subjects, matching, end.saturating_sub(start) + 1);
+    let filter_here = plan == ReadPlan::FilterHere;
+    let consumer = match plan {
+        ReadPlan::Server(_) => consumer,
+        _ => stream.create_consumer(config(Vec::new())?).await.map_err(|e| failed(e.to_string()))?,
+    };
     let mut messages = consumer.messages().await.map_err(|e| failed(e.to_string()))?;
     let mut reported = Instant::now();
     loop {
@@ -107,7 +113,8 @@ pub async fn record(
         if seq > end || range.until.is_some_and(|until| time > until) {
             break;
         }
-        if range.since.is_none_or(|since| time >= since) && seq >= start {
+        let wanted = !filter_here || range.subjects.iter().any(|f| subject_matches(f, message.subject.as_str()));
+        if wanted && range.since.is_none_or(|since| time >= since) && seq >= start {
             let line = Recorded {
                 seq,
                 subject: message.subject.to_string(),

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod backoff;
 pub mod cel;
 pub mod clock;
 pub mod command;

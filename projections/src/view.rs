@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use eddy_engine::backoff::Backoff;
 use eddy_engine::host::Feed;
 use eddy_engine::store::EventStore;
 use serde::Serialize;
@@ -121,18 +122,16 @@ async fn build(generation: Arc<Generation>, events: EventStore) {
 
 /// Folds one batch in, retrying a failing disk until it works or the copy is stopped (`None`).
 async fn fold(generation: &Generation, batch: &eddy_engine::host::Batch) -> Option<Folded> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         match apply_batch(&generation.def, &generation.store, &batch.events, batch.last_seq) {
             Ok(folded) => return Some(folded),
             Err(e) => {
                 // Nothing was committed, so the batch is simply tried again.
                 tracing::error!(view = %generation.def.name, seq = batch.last_seq, error = %e, "cannot store the view; retrying");
-                tokio::select! {
-                    _ = generation.cancel.cancelled() => return None,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&generation.cancel).await {
+                    return None;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -286,7 +285,7 @@ impl View {
         let deadline = tokio::time::Instant::now() + timeout;
         // Each re-check asks JetStream twice; backing off keeps many waiting clients (or abandoned waits,
         // which cannot be told apart) from flooding it. A new position wakes the wait at once anyway.
-        let mut recheck = Duration::from_millis(20);
+        let mut recheck = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             let position = *positions.borrow_and_update();
             if position >= min_seq {
@@ -305,8 +304,7 @@ impl View {
                 return None;
             }
             // Re-check now and then: the stream may move on with events this view does not read.
-            let _changed = tokio::time::timeout((deadline - now).min(recheck), positions.changed()).await;
-            recheck = (recheck * 2).min(Duration::from_millis(500));
+            let _changed = tokio::time::timeout((deadline - now).min(recheck.next_delay()), positions.changed()).await;
         }
     }
 

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::{Stream, StreamExt};
 
+use super::filter::{self, subject_matches, Plan};
+use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::store::EventStore;
 use crate::upcast::SharedSchemas;
@@ -76,7 +78,9 @@ pub struct Feed {
     messages: Option<Messages>,
     /// The open consumer reads the whole stream and this feed drops what the filters do not match.
     local_filter: bool,
-    backoff: Duration,
+    backoff: Backoff,
+    /// Whether the last open failed, so the next waits [`Feed::backoff`] first.
+    failing: bool,
     /// The client's connection count when the open consumer was made.
     connects: u64,
     /// `next_seq`, and since when, while idle looks find a message waiting for this feed.
@@ -92,12 +96,6 @@ const STALL_TICK: Duration = Duration::from_millis(500);
 /// The most [`Feed::patience`] grows to: when replacing the consumer does not help at the same place, the
 /// server may just be slow to find the next match (a sparse filter over a long stream), not stalled.
 const MAX_PATIENCE: Duration = Duration::from_secs(30);
-/// The longest wait before opening a consumer again: short, because what fails is usually the server
-/// coming back, and readers should follow within a second once it is.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A catch-up of at least this many matching events may read unfiltered.
-const LOCAL_FILTER_MIN: u64 = 10_000;
 
 impl Feed {
     /// A feed of the messages matching `filters` from `from_seq` on. `name` labels its log lines.
@@ -109,7 +107,8 @@ impl Feed {
             name: name.into(),
             messages: None,
             local_filter: false,
-            backoff: Duration::ZERO,
+            backoff: Backoff::reconnect(),
+            failing: false,
             connects: 0,
             waiting: None,
             patience: STALL_TICK,
@@ -137,8 +136,8 @@ impl Feed {
             let messages = match &mut self.messages {
                 Some(messages) => messages,
                 None => {
-                    if !self.backoff.is_zero() {
-                        tokio::time::sleep(self.backoff).await;
+                    if self.failing {
+                        self.backoff.sleep().await;
                     }
                     // Read before opening, so a reconnect while opening counts as one after it.
                     let connects = self.connects();
@@ -237,8 +236,8 @@ impl Feed {
 
     fn fail(&mut self, error: &str) {
         self.messages = None;
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-        tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff, %error, "stream read failed; retrying");
+        self.failing = true;
+        tracing::warn!(reader = %self.name, next_seq = self.next_seq, retry_in = ?self.backoff.peek(), %error, "stream read failed; retrying");
     }
 
     fn take(&mut self, chunk: Vec<Result<async_nats::jetstream::Message, String>>) -> (RawBatch, Option<String>) {
@@ -261,62 +260,34 @@ impl Feed {
             }
             batch.messages.push((seq, message));
         }
-        self.backoff = Duration::ZERO;
+        self.failing = false;
+        self.backoff.reset();
         (batch, None)
     }
 }
 
-/// Creates an ordered consumer from `next_seq`; true when it reads unfiltered for the feed to filter. A
-/// free function so the feed is not borrowed across the await (the message stream is not `Sync`).
-///
-/// JetStream's wildcard-filtered delivery over many interleaved subjects measured ~25-35k msgs/s against
-/// ~130-200k/s unfiltered on the same server (2.15.1). So a long catch-up in which the filters match a good
-/// share of the stream reads everything and filters here; a short one, or a live reader, lets the server
-/// filter.
+/// Creates an ordered consumer from `next_seq`; true when it reads unfiltered for the feed to filter (see
+/// [`filter::plan`]). A free function so the feed is not borrowed across the await (the message stream is
+/// not `Sync`).
 async fn open(store: EventStore, filters: Vec<String>, next_seq: u64, max: usize) -> Result<(Messages, bool), String> {
     let stream = store.jetstream().get_stream(store.stream()).await.map_err(|e| e.to_string())?;
-    let behind = stream.cached_info().state.last_sequence.saturating_sub(next_seq.saturating_sub(1));
+    let info = stream.cached_info();
+    let behind = info.state.last_sequence.saturating_sub(next_seq.saturating_sub(1));
     let config = |filter_subjects: Vec<String>| OrderedConfig {
         filter_subjects,
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next_seq },
         ..Default::default()
     };
-    let filtered = !filters.is_empty() && filters.iter().all(|f| f != "events.>");
-    let mut consumer = stream.create_consumer(config(filters)).await.map_err(|e| e.to_string())?;
-    let matching = consumer.cached_info().num_pending;
-    let local_filter = filtered && matching >= LOCAL_FILTER_MIN && matching.saturating_mul(4) >= behind;
-    if local_filter {
-        consumer = stream.create_consumer(config(Vec::new())).await.map_err(|e| e.to_string())?;
-    }
+    let (plan, consumer) = if filter::covers(&filters, &info.config.subjects) {
+        (Plan::Everything, None)
+    } else {
+        let consumer = stream.create_consumer(config(filters.clone())).await.map_err(|e| e.to_string())?;
+        (filter::plan(&filters, &info.config.subjects, consumer.cached_info().num_pending, behind), Some(consumer))
+    };
+    let consumer = match (consumer, &plan) {
+        (Some(filtered), Plan::Server(_)) => filtered,
+        _ => stream.create_consumer(config(plan.server_filters())).await.map_err(|e| e.to_string())?,
+    };
     let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    Ok((Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))), local_filter))
-}
-
-/// NATS subject matching: `*` matches one token, a trailing `>` the rest.
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut tokens = subject.split('.');
-    for f in filter.split('.') {
-        match (f, tokens.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (f, Some(t)) if f == t => {}
-            _ => return false,
-        }
-    }
-    tokens.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::subject_matches;
-
-    #[test]
-    fn subjects_match_like_nats() {
-        assert!(subject_matches("events.>", "events.product.p1"));
-        assert!(subject_matches("events.product.*", "events.product.p1"));
-        assert!(!subject_matches("events.product.*", "events.account.p1"));
-        assert!(!subject_matches("events.product.*", "events.product"));
-        assert!(!subject_matches("events.product.*", "events.product.p1.x"));
-        assert!(!subject_matches("events.>", "events"));
-    }
+    Ok((Box::pin(messages.map(|m| m.map_err(|e| e.to_string())).ready_chunks(max.max(1))), plan == Plan::FilterHere))
 }

@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Result};
+use crate::backoff::Backoff;
 use crate::config::{Config, SyncMode};
 
 /// The embedded servers this process runs, for [`stop_all_now`].
@@ -242,7 +243,7 @@ impl NatsServer {
     /// answering, never a sleep.
     async fn wait_ready(&mut self, name: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let mut delay = Duration::from_millis(5);
+        let mut delay = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let stderr = self.stderr_tail().await;
@@ -262,8 +263,7 @@ impl NatsServer {
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Start(format!("not ready on port {} after 15s", self.spec.port)));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(200));
+            delay.sleep().await;
         }
     }
 
@@ -328,7 +328,7 @@ impl Supervisor {
     pub fn spawn(server: NatsServer, shutdown: CancellationToken) -> Self {
         let handle = tokio::spawn(async move {
             let mut server = server;
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
@@ -340,19 +340,17 @@ impl Supervisor {
                     }
                 }
                 loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&shutdown).await {
+                        return;
                     }
                     match NatsServer::start_with(&server.binary, &server.spec).await {
                         Ok(restarted) => {
                             server = restarted;
-                            backoff = Duration::from_millis(100);
+                            backoff.reset();
                             break;
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "restarting the embedded nats-server failed");
-                            backoff = (backoff * 2).min(Duration::from_secs(10));
                         }
                     }
                 }

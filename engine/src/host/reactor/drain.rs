@@ -2,16 +2,17 @@
 //! what was parked.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 
 use super::effects::{Done, Failed};
-use super::runner::{retry_forever, sleep, Flow, Runner, Status, MARK_EVERY, MAX_BACKOFF, RECONNECT_BACKOFF};
+use super::runner::{retry_forever, Flow, Halt, Runner, Status, MARK_EVERY};
 use super::state::Changes;
 use super::watermark::Mark;
 use super::{OnError, Parked, Pending};
 use crate::api::{ErrorCode, Failure};
+use crate::backoff::Backoff;
 use crate::command::Fence;
 
 /// Correlation ids whose actions run at once.
@@ -101,18 +102,17 @@ impl Runner {
     /// are sent again (same effect ids), so an idle reactor does not leave them waiting for its next event.
     /// False if cancelled first.
     async fn confirm(&self, publishes: &[Pending]) -> bool {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::reconnect();
         loop {
             match crate::runtime::round_trip(self.host.effects.client()).await {
                 Ok(()) => return true,
                 Err(e) => {
-                    tracing::warn!(reactor = %self.name(), error = %e, retry_in = ?backoff, "publishes not confirmed; sending them again")
+                    tracing::warn!(reactor = %self.name(), error = %e, retry_in = ?backoff.peek(), "publishes not confirmed; sending them again")
                 }
             }
-            if !sleep(&self.cancel, backoff).await {
+            if !backoff.wait(&self.cancel).await {
                 return false;
             }
-            backoff = (backoff * 2).min(RECONNECT_BACKOFF);
             for pending in publishes {
                 if !self.lease.check().await {
                     return false;
@@ -128,7 +128,8 @@ impl Runner {
     /// every other `Ok` has left the outbox.
     pub(super) async fn run_action(&self, pending: &Pending) -> Result<Option<Done>, Flow> {
         let policy = self.shared.logic.policy().clone();
-        let mut backoff = Duration::from_millis(100);
+        // NATS coming back should not wait out a long backoff; a failing action should not be hammered.
+        let (mut reconnect, mut failing) = (Backoff::reconnect(), Backoff::failure());
         let mut attempt = 0;
         loop {
             // Right before the action, so that an engine that was paused past its lease acts no more (the
@@ -151,10 +152,9 @@ impl Runner {
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = ?e, "cannot look for a recorded rejection; retrying");
-                        if !sleep(&self.cancel, backoff).await {
+                        if !reconnect.wait(&self.cancel).await {
                             return Err(Flow::Cancelled);
                         }
-                        backoff = (backoff * 2).min(RECONNECT_BACKOFF);
                         continue;
                     }
                 }
@@ -184,12 +184,10 @@ impl Runner {
                     return Ok(Some(done));
                 }
                 Err(Failed::Disconnected(e)) => {
-                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, retry_in = ?backoff, "NATS unreachable; retrying the action");
-                    if !sleep(&self.cancel, backoff).await {
+                    tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, error = %e, retry_in = ?reconnect.peek(), "NATS unreachable; retrying the action");
+                    if !reconnect.wait(&self.cancel).await {
                         return Err(Flow::Cancelled);
                     }
-                    // NATS coming back should not wait out a long backoff.
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF);
                     continue;
                 }
                 Err(Failed::Transient(e)) if attempt < policy.max_retries => {
@@ -200,10 +198,9 @@ impl Runner {
                     return self.action_failed(pending, e, policy.on_error).map(|()| None);
                 }
             }
-            if !sleep(&self.cancel, backoff).await {
+            if !failing.wait(&self.cancel).await {
                 return Err(Flow::Cancelled);
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -309,8 +306,8 @@ impl Runner {
                     };
                     match self.take(&event, &mut changes, &mut outbox, true).await {
                         Ok(()) => {}
-                        Err(None) => return Flow::Cancelled,
-                        Err(Some(error)) => {
+                        Err(Halt::Cancelled) => return Flow::Cancelled,
+                        Err(Halt::Failed(error)) => {
                             tracing::error!(reactor = %self.name(), seq = item.seq, %error, "the parked event failed again; parked");
                             parked.push(Parked { seq: item.seq, action: None, error });
                         }

@@ -14,6 +14,7 @@ use super::lease::{Lease, Leases};
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::{Mark, Watermarks};
 use super::{effect_id, Effects, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
+use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};
 
@@ -21,9 +22,6 @@ use crate::host::{Batch, Feed};
 const BATCH: usize = 8192;
 /// How often the watermark follows a bookmark that moved without actions.
 pub(super) const MARK_EVERY: Duration = Duration::from_secs(1);
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// The longest wait between attempts to reach NATS (a lost connection, a restarting server).
-pub(super) const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What operators see a reactor doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +78,15 @@ pub struct Host {
     pub effects: Effects,
     pub watermarks: Watermarks,
     pub leases: Leases,
+}
+
+/// Why deciding or settling an event did not complete.
+#[derive(Debug)]
+pub(super) enum Halt {
+    /// The reactor stops or lost its lease: nothing more is done, nothing is recorded.
+    Cancelled,
+    /// The event failed after its retries: the error policy decides.
+    Failed(String),
 }
 
 /// How a step ended.
@@ -296,8 +303,8 @@ impl Runner {
             }
             match self.take(event, &mut changes, &mut outbox, false).await {
                 Ok(()) => {}
-                Err(None) => return Flow::Cancelled,
-                Err(Some(error)) => match logic.policy().on_error {
+                Err(Halt::Cancelled) => return Flow::Cancelled,
+                Err(Halt::Failed(error)) => match logic.policy().on_error {
                     OnError::Skip => {
                         self.shared.counters.lock().expect("lock").skipped += 1;
                         tracing::error!(reactor = %self.name(), seq = event.seq, %error, "event skipped after retries");
@@ -354,15 +361,10 @@ impl Runner {
     }
 
     /// Decides one event (`ahead`: read ahead of the stream, see [`Logic::handle_ahead`]), retrying a
-    /// failure with backoff. `Err(None)`: cancelled.
-    pub(super) async fn decide(
-        &self,
-        event: &StoredEvent,
-        changes: &Changes,
-        ahead: bool,
-    ) -> Result<Outcome, Option<String>> {
+    /// failure with backoff.
+    pub(super) async fn decide(&self, event: &StoredEvent, changes: &Changes, ahead: bool) -> Result<Outcome, Halt> {
         let logic = &self.shared.logic;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::failure();
         let mut attempt = 0;
         loop {
             let overlay = Overlay { changes, cache: &self.cache, state: &self.shared.state };
@@ -372,12 +374,11 @@ impl Runner {
                 Err(e) if attempt < logic.policy().max_retries => {
                     attempt += 1;
                     tracing::warn!(reactor = %self.name(), seq = event.seq, attempt, error = %e, "deciding an event failed; retrying");
-                    if !sleep(&self.cancel, backoff).await {
-                        return Err(None);
+                    if !backoff.wait(&self.cancel).await {
+                        return Err(Halt::Cancelled);
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(e) => return Err(Some(e)),
+                Err(e) => return Err(Halt::Failed(e)),
             }
         }
     }
@@ -436,17 +437,16 @@ pub(super) async fn commit_retrying(
     outbox: &[Pending],
     parked: &[Parked],
 ) -> bool {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::failure();
     loop {
         let counters = shared.counters.lock().expect("lock").clone();
         match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
             Ok(()) => return true,
             Err(e) => {
                 tracing::error!(reactor = %name, seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
-                if !sleep(cancel, backoff).await {
+                if !backoff.wait(cancel).await {
                     return false;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -467,18 +467,17 @@ pub(super) async fn retry_forever<T, E: std::fmt::Display, F: std::future::Futur
     what: &str,
     mut f: impl FnMut() -> F,
 ) -> Option<T> {
-    let mut backoff = Duration::from_millis(100);
+    // Capped low: what fails here is NATS itself, and once it is back the reactor should go on within a
+    // second, not sit out a long backoff.
+    let mut backoff = Backoff::reconnect();
     loop {
         match f().await {
             Ok(v) => return Some(v),
             Err(e) => {
-                tracing::warn!(%reactor, error = %e, retry_in = ?backoff, "{what} failed; retrying");
-                if !sleep(cancel, backoff).await {
+                tracing::warn!(%reactor, error = %e, retry_in = ?backoff.peek(), "{what} failed; retrying");
+                if !backoff.wait(cancel).await {
                     return None;
                 }
-                // Capped low: what fails here is NATS itself, and once it is back the reactor should go on
-                // within a second, not sit out a long backoff.
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF);
             }
         }
     }

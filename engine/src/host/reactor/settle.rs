@@ -6,7 +6,7 @@
 
 use chrono::{SubsecRound, Utc};
 
-use super::runner::{retry_forever, Runner};
+use super::runner::{retry_forever, Halt, Runner};
 use super::state::Changes;
 use super::{Append, Outcome, Pending};
 use crate::envelope::{subject, StoredEvent};
@@ -24,13 +24,12 @@ impl Runner {
         changes: &mut Changes,
         outbox: &mut Vec<Pending>,
         force: bool,
-    ) -> Result<(), Option<String>> {
+    ) -> Result<(), Halt> {
         let outcome = self.decide(event, changes, false).await?;
         self.settle(event, outcome, changes, outbox, force).await
     }
 
     /// Applies a decision to the batch in progress, first storing the event it appends, if any.
-    /// `Err(None)`: cancelled; `Err(Some(error))`: failed, for the error policy.
     pub(super) async fn settle(
         &mut self,
         event: &StoredEvent,
@@ -38,7 +37,7 @@ impl Runner {
         changes: &mut Changes,
         outbox: &mut Vec<Pending>,
         force: bool,
-    ) -> Result<(), Option<String>> {
+    ) -> Result<(), Halt> {
         // History was decided when it happened: its appends are in the stream, or were never wanted.
         if outcome.append.is_none() || (event.seq <= self.quiet_until && !force) {
             outcome.append = None;
@@ -72,7 +71,7 @@ impl Runner {
                         store.load_subject(&subject, from)
                     })
                     .await
-                    .ok_or(None)?;
+                    .ok_or(Halt::Cancelled)?;
                     for ahead in &newer {
                         let mut decided = self.decide(ahead, changes, true).await?;
                         decided.append = None;
@@ -84,15 +83,15 @@ impl Runner {
                 }
             }
         }
-        Err(Some(format!("events.{} keeps moving while this event is decided", event.aggregate)))
+        Err(Halt::Failed(format!("events.{} keeps moving while this event is decided", event.aggregate)))
     }
 
     /// Stores `append`, waiting out an unreachable server.
-    async fn store(&self, append: &Append) -> Result<(StoredEvent, Appended), Option<String>> {
+    async fn store(&self, append: &Append) -> Result<(StoredEvent, Appended), Halt> {
         // The expected sequence already keeps a transition single; an engine that lost its lease should not
         // be deciding at all.
         if !self.lease.check().await {
-            return Err(None);
+            return Err(Halt::Cancelled);
         }
         // Microseconds, as the stream will give the time back.
         let event = append.event(Utc::now().trunc_subsecs(6));
@@ -107,8 +106,8 @@ impl Runner {
         };
         let appended = retry_forever(&cancel, self.name(), "appending to the reactor's own subject", attempt)
             .await
-            .ok_or(None)?
-            .map_err(|e| Some(format!("{} on events.{agg}.{key}: {e}", append.event_type)))?;
+            .ok_or(Halt::Cancelled)?
+            .map_err(|e| Halt::Failed(format!("{} on events.{agg}.{key}: {e}", append.event_type)))?;
         Ok((event.stored(0, agg, key), appended))
     }
 }
