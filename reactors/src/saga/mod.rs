@@ -56,6 +56,8 @@ pub struct State {
     pub on: PatternMap<Vec<Transition>>,
     pub rejected: Option<Vec<Transition>>,
     pub timeout: Option<Vec<Transition>>,
+    pub replied: Option<Vec<Transition>>,
+    pub failed: Option<Vec<Transition>>,
 }
 
 /// One way out of a state.

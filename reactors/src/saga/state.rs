@@ -16,6 +16,10 @@ pub const REJECTED: &str = "CommandRejected";
 /// The trigger names that are not event patterns.
 pub const ON_REJECTED: &str = "rejected";
 pub const ON_TIMEOUT: &str = "timeout";
+/// A `call` of the state's `do` replied (`CallReplied`; `reply` is its body) or failed (`CallFailed`;
+/// `failure` is `{call, status, reason, message}`).
+pub const ON_REPLIED: &str = "replied";
+pub const ON_FAILED: &str = "failed";
 
 /// A transition as recorded: everything needed to fold it without evaluating anything.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

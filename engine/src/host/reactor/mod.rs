@@ -5,6 +5,7 @@
 //! so a rebuild never acts twice, retries and the error policy, live config changes and the admin API.
 
 mod admin;
+pub mod call;
 mod clock;
 mod drain;
 mod effects;
@@ -89,6 +90,8 @@ pub enum Action {
     },
     /// Cancels the timer held on `subject`, if it has not fired.
     Cancel { subject: String },
+    /// A request to a service outside eddy, whose outcome is recorded on the reactor's own subject.
+    Call(call::Call),
 }
 
 impl Action {
@@ -99,6 +102,7 @@ impl Action {
             Action::Emit { .. } => "emit",
             Action::Schedule { .. } => "schedule",
             Action::Cancel { .. } => "cancel",
+            Action::Call(_) => "call",
         }
     }
 }
