@@ -43,6 +43,7 @@ async fn large_transfers_ask_the_fraud_check_and_move_on_its_recorded_answer() {
     let c = nats.client().await;
     let asked = fraud_service(&c).await;
     let eddy = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    reactors_running(&c, &["transfer"]).await;
     for id in ["a1", "a2"] {
         ok(&c, "account.open", json!({"id": id, "owner": id})).await;
     }
@@ -171,13 +172,14 @@ then = [{{ http = {{ method = "POST", url = "{url}/" , headers = {{ Authorizatio
     }
     std::fs::write(dir.path().join("reactors/scorers.toml"), toml).unwrap();
     let eddy = engine(&config_at(dir.path(), &nats.url(), nats.dir.path())).await;
+    const NAMES: [&str; 3] = ["scorer-ok", "scorer-flaky", "scorer-bad"];
+    reactors_running(&c, &NAMES).await;
     ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
 
     let recorded = |name: &'static str| {
         let c = c.clone();
         async move { events_on(&c, &format!("events.{name}.a1")).await }
     };
-    const NAMES: [&str; 3] = ["scorer-ok", "scorer-flaky", "scorer-bad"];
     let all_recorded = || async {
         let mut n = 0;
         for name in NAMES {

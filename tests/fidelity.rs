@@ -130,6 +130,8 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
             "SagaStarted" | "StateEntered" => live_transitions += 1,
             // A call's outcome, recorded by the engine: the call itself is compared with what the service saw.
             "CallReplied" | "CallFailed" => live_outcomes += 1,
+            // An operator's input, not a decision: the replay decides the transition it causes.
+            "OperatorSteered" => {}
             "CommandRejected" => {
                 let target = event.data["command"].as_str().unwrap().split('.').next().unwrap().to_string();
                 live_commands.insert(event.data["effect"].as_str().unwrap().to_string(), target);
@@ -200,12 +202,8 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
         // Left waiting for approval: its timer is still armed when the recording ends.
         must(c, "transfer.request", "t5", json!({"id": "t5", "from": "a1", "to": "a3", "amount": 1_500})).await;
         for t in ["t2", "t3", "t5"] {
-            let waiting = eventually(30, || async {
-                let msg = c.request("eddy.admin.sagas.get", json!({"saga": "transfer", "id": t}).to_string().into());
-                let reply: Value = serde_json::from_slice(&msg.await.unwrap().payload).unwrap();
-                reply["instance"]["state"] == "approval"
-            })
-            .await;
+            let waiting =
+                eventually(30, || async { saga_instance(c, "transfer", t).await["state"] == "approval" }).await;
             assert!(waiting, "{t} waits for approval");
         }
         must(c, "transfer.approve", "approve-t2", json!({"id": "t2"})).await;
@@ -217,6 +215,12 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
         must(c, "transfer.request", "t6", json!({"id": "t6", "from": "a1", "to": "a2", "amount": 12_000})).await;
         let asked = fraud.next().await.unwrap();
         c.publish(asked.reply.unwrap(), json!({"approved": true}).to_string().into()).await.unwrap();
+        // An operator cancels a transfer waiting for approval: the steer is on its log, and replay takes it.
+        must(c, "transfer.request", "t7", json!({"id": "t7", "from": "a1", "to": "a3", "amount": 1_200})).await;
+        let waiting = eventually(30, || async { saga_instance(c, "transfer", "t7").await["state"] == "approval" });
+        assert!(waiting.await, "t7 waits for approval");
+        let steer = json!({"saga": "transfer", "id": "t7", "by": "ops", "request_id": "cancel-t7"});
+        c.request("eddy.admin.sagas.cancel", steer.to_string().into()).await.unwrap();
     })
     .await;
     let transcript = assert_faithful("bank", &live);
@@ -229,6 +233,7 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
         ("t4", "failed"),
         ("t5", "approval"),
         ("t6", "completed"),
+        ("t7", "failed"),
     ];
     assert_eq!(states, BTreeMap::from(expected));
     assert_eq!(transcript.end.timers.len(), 1, "t5's approval timer is armed");
@@ -275,12 +280,7 @@ async fn financing_race_and_rejection_replay_as_they_ran() {
         // i3 cannot cover it: the reservation is rejected.
         must(c, "invoice.bid", "bid-i3", json!({"id": "inv2", "investor": "i3"})).await;
         for id in ["inv1-i1", "inv1-i2", "inv2-i3"] {
-            let done = eventually(30, || async {
-                let msg = c.request("eddy.admin.sagas.get", json!({"saga": "financing", "id": id}).to_string().into());
-                let reply: Value = serde_json::from_slice(&msg.await.unwrap().payload).unwrap();
-                reply["instance"]["final"] == true
-            })
-            .await;
+            let done = eventually(30, || async { saga_instance(c, "financing", id).await["final"] == true }).await;
             assert!(done, "{id} finishes");
         }
     })

@@ -309,3 +309,12 @@ pub async fn finished(c: &Client, saga: &str, id: &str) -> Value {
 pub fn path(inst: &Value) -> Vec<String> {
     inst["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap().to_string()).collect()
 }
+
+/// Waits until each of `reactors` runs (holds its lease, deployed): events before its deployment are history
+/// it does not act on.
+pub async fn reactors_running(client: &Client, reactors: &[&str]) {
+    for name in reactors {
+        let running = eventually(30, || async { reactor_status(client, name).await["status"] == "running" }).await;
+        assert!(running, "{name} runs: {}", reactor_status(client, name).await);
+    }
+}

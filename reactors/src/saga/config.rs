@@ -8,14 +8,14 @@ use eddy_engine::host::reactor::{OnError, Policy, Start};
 use eddy_engine::host::{Pattern, PatternMap};
 use serde::Deserialize;
 
-use super::state::{ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
+use super::state::{ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
 use super::{Saga, State, Transition};
 use crate::common::{fingerprint, load_action, ActionKind, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
 
 /// Variables of `start.id`, `data` and `correlate`.
 const EVENT_VARS: &[&str] = &["event", "meta"];
 /// Variables of `when`, `set` and `do`.
-const SAGA_VARS: &[&str] = &["saga", "event", "meta", "rejection", "reply", "failure"];
+const SAGA_VARS: &[&str] = &["saga", "event", "meta", "rejection", "reply", "failure", "operator"];
 
 /// `[reactors.<name>]`, kind `saga`.
 #[derive(Deserialize)]
@@ -176,6 +176,7 @@ fn load_state(c: &Compiler, config: &Config, log: &str, at: &str, st: &StateToml
         timeout: None,
         replied: None,
         failed: None,
+        cancel: None,
     };
     // As written: a call with a mistake of its own is reported once, not again as a missing call.
     let calls = st.actions.iter().any(ActionToml::is_call);
@@ -195,6 +196,7 @@ fn load_state(c: &Compiler, config: &Config, log: &str, at: &str, st: &StateToml
                 }
                 *if trigger == ON_REPLIED { &mut state.replied } else { &mut state.failed } = Some(list);
             }
+            ON_CANCEL => state.cancel = Some(list),
             ON_TIMEOUT => {
                 if st.timeout_secs.is_none() {
                     c.push(&key, "the state has no `timeout_secs`");

@@ -10,13 +10,14 @@ use eddy_engine::aggregate::input::valid_id;
 use eddy_engine::cel::EventScope;
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::call::{self, Failure as CallFailure, Replied};
+use eddy_engine::host::reactor::steer::{Steer, SteerAction, STEERED};
 use eddy_engine::host::reactor::{Action, Append, Entries, Outcome};
 use eddy_engine::store::timer_subject;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value as Json};
 
 use super::state::{Entered, Instance, Rejected, Step, TimerFired, ENTERED, REJECTED, STARTED, TIMER_FIRED};
-use super::state::{ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
+use super::state::{CANCELLED, ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
 use super::{Saga, Transition};
 
 /// What a trigger binds besides `saga`, `event` and `meta`: null unless the trigger sets it.
@@ -25,6 +26,7 @@ struct Vars {
     rejection: Json,
     reply: Json,
     failure: Json,
+    operator: Json,
 }
 
 impl Vars {
@@ -34,6 +36,7 @@ impl Vars {
             .bind("rejection", &self.rejection, None)
             .bind("reply", &self.reply, None)
             .bind("failure", &self.failure, None)
+            .bind("operator", &self.operator, None)
     }
 }
 
@@ -196,9 +199,37 @@ impl Saga {
                 let list = self.states.get(&inst.state).and_then(|st| st.failed.as_ref());
                 self.outcome(inst, moved, list, event, &vars, ON_FAILED, &failed.message)
             }
+            STEERED => self.steered(inst, moved, event),
             // An event a `do` emitted: part of the log, no trigger.
             _ => Ok(unchanged(inst)),
         }
+    }
+
+    /// An operator's cancel or move: the state's `on.cancel` (the first whose `when` holds), else `cancelled`;
+    /// or the state moved to. Recorded with who asked in the trigger (`cancel by ann`).
+    fn steered(&self, inst: Instance, moved: bool, event: &StoredEvent) -> Result<Decided, String> {
+        let steer: Steer = parse(event)?;
+        if inst.done {
+            tracing::warn!(saga = %self.name, instance = %inst.id, state = %inst.state, by = %steer.by, "an operator's steer reached a final instance; ignored");
+            let mut decided = Decided { instance: moved.then_some(inst), ..Decided::default() };
+            decided.outcome.ignored = true;
+            return Ok(decided);
+        }
+        let operator = json!({"by": steer.by, "reason": steer.reason, "state": steer.state});
+        let vars = Vars { operator, ..Vars::default() };
+        let (to, verb) = match (steer.action, &steer.state) {
+            (SteerAction::Move, Some(to)) => (to.as_str(), "move"),
+            _ => (CANCELLED, ON_CANCEL),
+        };
+        let trigger = format!("{verb} by {}", steer.by);
+        let declared = self.states.get(&inst.state).and_then(|st| st.cancel.as_ref()).filter(|_| verb == ON_CANCEL);
+        if let Some(list) = declared {
+            if let Some(found) = self.transition(&inst, list, event, &vars, &trigger)? {
+                return Ok(Decided::appending(Some(found), moved.then_some(inst)));
+            }
+        }
+        let found = self.enter(event, &inst.id, Some(&inst), to, inst.data.clone(), trigger, &vars)?;
+        Ok(Decided::appending(Some(found), moved.then_some(inst)))
     }
 
     /// A recorded outcome of the current state's action (a rejection, a call's reply or failure): the
@@ -380,11 +411,15 @@ impl Saga {
         trigger: String,
         vars: &Vars,
     ) -> Result<(Append, Entered), String> {
-        let st = &self.states[state];
+        // Only an operator's cancel enters a state the config may lack: `cancelled`, final, doing nothing.
+        let st = self.states.get(state);
+        if st.is_none() && state != CANCELLED {
+            return Err(format!("no state `{state}`"));
+        }
         let saga = Json::Object(data);
         let scope = vars.scope(event, &saga);
         let mut actions = Vec::new();
-        for (i, action) in st.actions.iter().enumerate() {
+        for (i, action) in st.map(|st| &st.actions[..]).unwrap_or_default().iter().enumerate() {
             actions.extend(action.build(&scope, id).map_err(|e| format!("{state}: do[{i}]: {e}"))?);
         }
         let Json::Object(data) = saga else { unreachable!("built from a map") };
@@ -396,8 +431,8 @@ impl Saga {
             data,
             actions,
             // From the trigger's time, so a replay of the stream arms the same timer.
-            timer_at: st.timeout_secs.map(|s| event.time + Duration::seconds(s as i64)),
-            done: st.done,
+            timer_at: st.and_then(|st| st.timeout_secs).map(|s| event.time + Duration::seconds(s as i64)),
+            done: st.is_none_or(|st| st.done),
         };
         let append = Append {
             aggregate: self.log.clone(),
