@@ -57,6 +57,9 @@ enum Verb {
         /// Eddy-Correlation-Id.
         #[arg(long)]
         correlation_id: Option<String>,
+        /// Wait for the sagas the command starts to reach a final state, at most SECS (default 30, at most 300).
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "30")]
+        wait: Option<u64>,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -96,6 +99,17 @@ enum Verb {
     Sagas {
         saga: String,
         id: Option<String>,
+        /// Steer the instance: `cancel`, or `move <state>`.
+        #[arg(value_parser = ["cancel", "move"])]
+        steer: Option<String>,
+        /// The state to move to.
+        to: Option<String>,
+        /// Who asks (recorded on the instance's log); default $USER.
+        #[arg(long)]
+        by: Option<String>,
+        /// Why (recorded on the instance's log).
+        #[arg(long, default_value = "")]
+        reason: String,
         /// Only instances in this state.
         #[arg(long)]
         state: Option<String>,
@@ -200,8 +214,8 @@ fn main() -> ExitCode {
         match args.verb {
             Verb::Run(c) => cli::run(&c.config).await,
             Verb::Validate { config, recording } => cli::validate(&config.config, recording.as_deref()),
-            Verb::Send { target, body, command_id, expected_version, correlation_id, config, server } => {
-                let headers = cli::SendHeaders { command_id, expected_version, correlation_id };
+            Verb::Send { target, body, command_id, expected_version, correlation_id, wait, config, server } => {
+                let headers = cli::SendHeaders { command_id, expected_version, correlation_id, wait };
                 cli::send(&config.config, &server, &target, &body, headers).await
             }
             Verb::History { aggregate, id, at_version, config, server } => {
@@ -212,9 +226,18 @@ fn main() -> ExitCode {
                 cli::views(&config.config, &server, rebuild).await
             }
             Verb::Reactors { action, config, server } => cli::reactors(&config.config, &server, action).await,
-            Verb::Sagas { saga, id, state, stuck, active, limit, config, server } => {
-                let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
-                cli::sagas(&config.config, &server, args).await
+            Verb::Sagas { saga, id, steer, to, by, reason, state, stuck, active, limit, config, server } => {
+                match (steer, id) {
+                    (Some(action), Some(id)) => {
+                        let by = by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into());
+                        let steer = cli::SteerArgs { saga, id, action, to, by, reason };
+                        cli::steer(&config.config, &server, steer).await
+                    }
+                    (_, id) => {
+                        let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
+                        cli::sagas(&config.config, &server, args).await
+                    }
+                }
             }
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {
                 let args = cli::QueryArgs { view, key, list, filter, prefix, limit, min_seq };

@@ -51,11 +51,13 @@ async fn settled(c: &Client) {
     }
 }
 
-/// What happened live: the recording of the whole stream and the publishes a subscriber saw.
+/// What happened live: the recording of the whole stream and the publishes and calls a subscriber saw.
 struct Live {
     recording: Recording,
     /// (effect id, subject, data)
     publishes: BTreeSet<(String, String, String)>,
+    /// (effect id, subject, data) of the requests of `call` actions (a retry is the same request).
+    calls: BTreeSet<(String, String, String)>,
 }
 
 async fn live<F, Fut>(domain: &str, script: F) -> Live
@@ -75,11 +77,17 @@ where
     eddy::record::record(&js, "EVENTS", &Default::default(), &mut out, |_| {}).await.expect("records");
     stop(eddy).await;
     sub.unsubscribe().await.unwrap();
-    let mut publishes = BTreeSet::new();
+    let (mut publishes, mut calls) = (BTreeSet::new(), BTreeSet::new());
     while let Some(msg) = sub.next().await {
         if let Some(id) = msg.headers.as_ref().and_then(|h| h.get("Eddy-Effect-Id")) {
             let data: Value = serde_json::from_slice(&msg.payload).unwrap();
-            publishes.insert((id.to_string(), msg.subject.to_string(), data.to_string()));
+            let seen = (id.to_string(), msg.subject.to_string(), data.to_string());
+            // A call is a request: it waits for a reply.
+            if msg.reply.is_some() {
+                calls.insert(seen)
+            } else {
+                publishes.insert(seen)
+            };
         }
     }
     let recording = Recording::parse(std::str::from_utf8(&out).unwrap()).expect("the recording reads back");
@@ -88,7 +96,7 @@ where
         std::fs::write(&path, recording.to_jsonl()).unwrap();
         eprintln!("wrote {}", path.display());
     }
-    Live { recording, publishes }
+    Live { recording, publishes, calls }
 }
 
 /// Replays `live` and compares what the replay decides with what the engine did.
@@ -115,10 +123,15 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
     let mut live_commands = BTreeMap::new();
     let mut live_emits = BTreeMap::new();
     let mut live_transitions = 0;
+    let mut live_outcomes = 0;
     for event in live.recording.events() {
         let event = event.unwrap();
         match event.event_type.as_str() {
             "SagaStarted" | "StateEntered" => live_transitions += 1,
+            // A call's outcome, recorded by the engine: the call itself is compared with what the service saw.
+            "CallReplied" | "CallFailed" => live_outcomes += 1,
+            // An operator's input, not a decision: the replay decides the transition it causes.
+            "OperatorSteered" => {}
             "CommandRejected" => {
                 let target = event.data["command"].as_str().unwrap().split('.').next().unwrap().to_string();
                 live_commands.insert(event.data["effect"].as_str().unwrap().to_string(), target);
@@ -138,6 +151,7 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
     let mut commands = BTreeMap::new();
     let mut emits = BTreeMap::new();
     let mut publishes = BTreeSet::new();
+    let mut calls = BTreeSet::new();
     for (_, acted) in transcript.actions() {
         let id = acted.id.clone();
         match &acted.action {
@@ -150,12 +164,17 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
             Action::Publish { subject, data } => {
                 publishes.insert((id, subject.clone(), data.to_string()));
             }
+            Action::Call(call) => {
+                calls.insert((id, call.target.name(), call.data.to_string()));
+            }
             _ => {}
         }
     }
     assert_eq!(commands, live_commands, "{domain}: the replay's commands are the ones the engine sent");
     assert_eq!(emits, live_emits, "{domain}: the replay's emits are the ones in the stream");
     assert_eq!(publishes, live.publishes, "{domain}: the replay's publishes are the ones received");
+    assert_eq!(calls, live.calls, "{domain}: the replay's calls are the ones the services received");
+    assert_eq!(calls.len(), live_outcomes, "{domain}: each call's outcome is recorded once");
     let transitions: Vec<_> =
         transcript.decisions.iter().flat_map(|d| d.reactors.values().flat_map(|r| &r.transitions)).collect();
     assert!(transitions.iter().all(|t| t.recorded), "{domain}: every transition is the recorded one");
@@ -183,25 +202,43 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
         // Left waiting for approval: its timer is still armed when the recording ends.
         must(c, "transfer.request", "t5", json!({"id": "t5", "from": "a1", "to": "a3", "amount": 1_500})).await;
         for t in ["t2", "t3", "t5"] {
-            let waiting = eventually(30, || async {
-                let msg = c.request("eddy.admin.sagas.get", json!({"saga": "transfer", "id": t}).to_string().into());
-                let reply: Value = serde_json::from_slice(&msg.await.unwrap().payload).unwrap();
-                reply["instance"]["state"] == "approval"
-            })
-            .await;
+            let waiting =
+                eventually(30, || async { saga_instance(c, "transfer", t).await["state"] == "approval" }).await;
             assert!(waiting, "{t} waits for approval");
         }
         must(c, "transfer.approve", "approve-t2", json!({"id": "t2"})).await;
         must(c, "transfer.decline", "decline-t3", json!({"id": "t3"})).await;
+        // Over 10000: the fraud check is asked (a responder that approves), and its reply moves the saga.
+        let mut fraud = c.subscribe("fraud.check").await.unwrap();
+        c.flush().await.unwrap();
+        must(c, "account.deposit", "dep2-a1", json!({"id": "a1", "amount": 20_000})).await;
+        must(c, "transfer.request", "t6", json!({"id": "t6", "from": "a1", "to": "a2", "amount": 12_000})).await;
+        let asked = fraud.next().await.unwrap();
+        c.publish(asked.reply.unwrap(), json!({"approved": true}).to_string().into()).await.unwrap();
+        // An operator cancels a transfer waiting for approval: the steer is on its log, and replay takes it.
+        must(c, "transfer.request", "t7", json!({"id": "t7", "from": "a1", "to": "a3", "amount": 1_200})).await;
+        let waiting = eventually(30, || async { saga_instance(c, "transfer", "t7").await["state"] == "approval" });
+        assert!(waiting.await, "t7 waits for approval");
+        let steer = json!({"saga": "transfer", "id": "t7", "by": "ops", "request_id": "cancel-t7"});
+        c.request("eddy.admin.sagas.cancel", steer.to_string().into()).await.unwrap();
     })
     .await;
     let transcript = assert_faithful("bank", &live);
     let sagas = &transcript.end.sagas["transfer"];
     let states: BTreeMap<_, _> = sagas.iter().map(|(id, i)| (id.as_str(), i.state.as_str())).collect();
-    let expected = [("t1", "completed"), ("t2", "completed"), ("t3", "failed"), ("t4", "failed"), ("t5", "approval")];
+    let expected = [
+        ("t1", "completed"),
+        ("t2", "completed"),
+        ("t3", "failed"),
+        ("t4", "failed"),
+        ("t5", "approval"),
+        ("t6", "completed"),
+        ("t7", "failed"),
+    ];
     assert_eq!(states, BTreeMap::from(expected));
     assert_eq!(transcript.end.timers.len(), 1, "t5's approval timer is armed");
-    assert_eq!(transcript.end.views["balances"]["a2"]["balance"], 5_100);
+    assert_eq!(transcript.end.views["balances"]["a2"]["balance"], 17_100);
+    assert_eq!(live.calls.len(), 1, "t6 asked the fraud check once: {:?}", live.calls);
 }
 
 #[tokio::test]
@@ -243,12 +280,7 @@ async fn financing_race_and_rejection_replay_as_they_ran() {
         // i3 cannot cover it: the reservation is rejected.
         must(c, "invoice.bid", "bid-i3", json!({"id": "inv2", "investor": "i3"})).await;
         for id in ["inv1-i1", "inv1-i2", "inv2-i3"] {
-            let done = eventually(30, || async {
-                let msg = c.request("eddy.admin.sagas.get", json!({"saga": "financing", "id": id}).to_string().into());
-                let reply: Value = serde_json::from_slice(&msg.await.unwrap().payload).unwrap();
-                reply["instance"]["final"] == true
-            })
-            .await;
+            let done = eventually(30, || async { saga_instance(c, "financing", id).await["final"] == true }).await;
             assert!(done, "{id} finishes");
         }
     })

@@ -2,38 +2,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use async_nats::Client;
 use common::*;
 use serde_json::{json, Value};
-
-/// One instance with its history, from `eddy.admin.sagas.get` (null if there is none yet).
-async fn instance(c: &Client, saga: &str, id: &str) -> Value {
-    let body = json!({"saga": saga, "id": id}).to_string();
-    let Ok(msg) = c.request("eddy.admin.sagas.get", body.into()).await else { return Value::Null };
-    let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
-    reply["instance"].clone()
-}
-
-/// Waits for an instance to reach a final state and returns it. (With several engines, each reply comes
-/// from whichever engine answers, so the one that showed it final is kept.)
-async fn finished(c: &Client, saga: &str, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let inst = instance(c, saga, id).await;
-        if inst["final"] == true {
-            return inst;
-        }
-        assert!(std::time::Instant::now() < deadline, "{saga} {id} reaches a final state: {inst:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The states an instance went through.
-fn path(inst: &Value) -> Vec<String> {
-    inst["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap().to_string()).collect()
-}
 
 /// An account's balance, folded from its events.
 async fn balance(c: &Client, id: &str) -> i64 {
@@ -89,12 +60,13 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     let late = send_raw(&c, "account.deposit", &body, &[("Eddy-Correlation-Id", "transfer:t-small")]).await;
     assert!(late.ok());
     assert!(eventually(10, || async { reactor_status(&c, "transfer").await["ignored"] == 1 }).await);
-    assert_eq!(path(&instance(&c, "transfer", "t-small").await), ["debit", "credit", "completed"]);
+    assert_eq!(path(&saga_instance(&c, "transfer", "t-small").await), ["debit", "credit", "completed"]);
     ok(&c, "account.withdraw", json!({"id": "bob", "amount": 1})).await;
 
     // Large: waits for approval, then completes.
     transfer(&c, "t-large", "alice", "bob", 2_000).await;
-    let waiting = eventually(10, || async { instance(&c, "transfer", "t-large").await["state"] == "approval" }).await;
+    let waiting =
+        eventually(10, || async { saga_instance(&c, "transfer", "t-large").await["state"] == "approval" }).await;
     assert!(waiting, "a large transfer waits for approval");
     let stuck = c.request("eddy.admin.sagas", json!({"saga": "transfer", "stuck_secs": 0}).to_string().into()).await;
     let stuck: Value = serde_json::from_slice(&stuck.unwrap().payload).unwrap();
@@ -107,7 +79,9 @@ async fn transfers_take_every_path_and_balances_are_exact() {
 
     // Declined: refunded.
     transfer(&c, "t-declined", "alice", "bob", 1_500).await;
-    assert!(eventually(10, || async { instance(&c, "transfer", "t-declined").await["state"] == "approval" }).await);
+    assert!(
+        eventually(10, || async { saga_instance(&c, "transfer", "t-declined").await["state"] == "approval" }).await
+    );
     ok(&c, "transfer.decline", json!({"id": "t-declined"})).await;
     let inst = finished(&c, "transfer", "t-declined").await;
     assert_eq!(path(&inst), ["debit", "approval", "refund", "failed"]);
@@ -275,9 +249,9 @@ async fn a_killed_engine_finishes_a_saga_whose_timer_fired_while_it_was_down() {
     open(&c, "alice", 5_000).await;
     open(&c, "bob", 0).await;
     transfer(&c, "t1", "alice", "bob", 2_000).await;
-    let waiting = eventually(10, || async { instance(&c, "transfer", "t1").await["state"] == "approval" }).await;
+    let waiting = eventually(10, || async { saga_instance(&c, "transfer", "t1").await["state"] == "approval" }).await;
     assert!(waiting, "the transfer waits for approval with its timer armed");
-    let armed = instance(&c, "transfer", "t1").await;
+    let armed = saga_instance(&c, "transfer", "t1").await;
     assert!(armed["timer_at"].is_string(), "{armed:#}");
 
     // SIGKILL with the timer pending; it fires while eddy is down.

@@ -69,6 +69,7 @@ impl Running {
             .map_err(|e| Error::Service(e.to_string()))?;
         let effects = Effects::new(engine.commands().clone(), engine.client().clone(), prefix.clone());
         let reactors = Reactors::start(settings.reactors.clone(), effects, &settings.engine.engine).await?;
+        engine.commands().set_waiter(reactor::wait::Waiter::new(&reactors));
         let reactor_admin =
             reactor::admin_endpoints(engine.service(), &prefix).await.map_err(|e| Error::Service(e.to_string()))?;
         let stop = engine.stop_token();

@@ -23,7 +23,7 @@ pub use history::history;
 pub use reactors::{reactors, ReactorsAction};
 pub use record::{parse_time, record};
 pub use replay::{replay, FormatArg, ReplayArgs};
-pub use sagas::{sagas, SagasArgs};
+pub use sagas::{sagas, steer, SagasArgs, SteerArgs};
 pub use send::{send, SendHeaders};
 pub use validate::validate;
 pub use views::{query, views, QueryArgs};

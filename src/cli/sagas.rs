@@ -17,6 +17,30 @@ pub struct SagasArgs {
     pub limit: Option<usize>,
 }
 
+/// `eddy sagas <saga> <id> cancel | move <state>`.
+pub struct SteerArgs {
+    pub saga: String,
+    pub id: String,
+    pub action: String,
+    pub to: Option<String>,
+    pub by: String,
+    pub reason: String,
+}
+
+/// Asks the engine to record an operator's cancel or move on the instance's log; the saga then takes it.
+pub async fn steer(config: &Path, server: &super::Conn, args: SteerArgs) -> anyhow::Result<ExitCode> {
+    if (args.action == "move") != args.to.is_some() {
+        anyhow::bail!("`move` takes the state to move to, `cancel` nothing more");
+    }
+    let body = json!({"saga": args.saga, "id": args.id, "by": args.by, "reason": args.reason, "state": args.to});
+    let action = args.action;
+    let reply = request(config, server, |p| format!("{p}.admin.sagas.{action}"), body).await?;
+    if reply["ok"] == true {
+        println!("{action} of {} {} recorded by {} (the saga takes it in stream order)", args.saga, args.id, args.by);
+    }
+    Ok(finish(&reply))
+}
+
 pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.id {
         let body = json!({"saga": args.saga, "id": id});

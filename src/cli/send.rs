@@ -13,6 +13,8 @@ pub struct SendHeaders {
     pub command_id: Option<String>,
     pub expected_version: Option<String>,
     pub correlation_id: Option<String>,
+    /// Eddy-Wait, in seconds.
+    pub wait: Option<u64>,
 }
 
 pub async fn send(
@@ -37,14 +39,18 @@ pub async fn send(
             map.insert(name, v.as_str());
         }
     }
+    if let Some(wait) = h.wait {
+        map.insert(eddy_engine::api::WAIT_HEADER, wait.to_string().as_str());
+    }
     let subject = format!("{}.cmd.{target}", config.engine.api_prefix);
-    let request =
-        async_nats::Request::new().headers(map).payload(body.to_string().into()).timeout(Some(Duration::from_secs(10)));
+    // A waiting command is answered when its sagas end or its wait runs out: give it that long, and more.
+    let timeout = Duration::from_secs(10 + h.wait.unwrap_or(0));
+    let request = async_nats::Request::new().headers(map).payload(body.to_string().into()).timeout(Some(timeout));
     let reply = client.send_request(subject, request).await.map_err(|e| match e.kind() {
         RequestErrorKind::NoResponders => {
             anyhow::anyhow!("no eddy engine serves commands at {url}")
         }
-        RequestErrorKind::TimedOut => anyhow::anyhow!("eddy at {url} did not reply within 10s"),
+        RequestErrorKind::TimedOut => anyhow::anyhow!("eddy at {url} did not reply within {}s", timeout.as_secs()),
         _ => anyhow::Error::new(e).context("sending the command"),
     })?;
     let value: serde_json::Value = serde_json::from_slice(&reply.payload).context("the reply is not JSON")?;

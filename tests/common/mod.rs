@@ -282,3 +282,39 @@ pub fn assert_stored_once<'a>(messages: impl IntoIterator<Item = (u64, &'a str, 
     let twice: Vec<_> = command_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
     assert!(twice.is_empty(), "Eddy-Command-Id stored more than once: {twice:?}");
 }
+
+/// One instance with its history, from `eddy.admin.sagas.get` (null if there is none yet).
+pub async fn saga_instance(c: &Client, saga: &str, id: &str) -> Value {
+    let body = serde_json::json!({"saga": saga, "id": id}).to_string();
+    let Ok(msg) = c.request("eddy.admin.sagas.get", body.into()).await else { return Value::Null };
+    let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
+    reply["instance"].clone()
+}
+
+/// Waits for an instance to reach a final state and returns it. (With several engines, each reply comes
+/// from whichever engine answers, so the one that showed it final is kept.)
+pub async fn finished(c: &Client, saga: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let inst = saga_instance(c, saga, id).await;
+        if inst["final"] == true {
+            return inst;
+        }
+        assert!(std::time::Instant::now() < deadline, "{saga} {id} reaches a final state: {inst:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The states an instance went through.
+pub fn path(inst: &Value) -> Vec<String> {
+    inst["history"].as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap().to_string()).collect()
+}
+
+/// Waits until each of `reactors` runs (holds its lease, deployed): events before its deployment are history
+/// it does not act on.
+pub async fn reactors_running(client: &Client, reactors: &[&str]) {
+    for name in reactors {
+        let running = eventually(30, || async { reactor_status(client, name).await["status"] == "running" }).await;
+        assert!(running, "{name} runs: {}", reactor_status(client, name).await);
+    }
+}

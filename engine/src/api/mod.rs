@@ -3,6 +3,7 @@
 
 mod reply;
 mod text;
+mod wait;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -12,6 +13,7 @@ use futures::FutureExt;
 
 pub use reply::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 pub use text::{clip, MAX_MESSAGE_LEN};
+pub use wait::{parse_wait, wait_of, StartWait, MAX_WAIT_SECS, WAIT_HEADER};
 
 /// Runs `handler` for `request` and sends its reply. A handler that panics is answered `internal` and
 /// logged, so no request goes unanswered and the endpoint's loop lives on.

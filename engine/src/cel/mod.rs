@@ -39,6 +39,8 @@ const PARSER_STACK: usize = 256 * 1024 * 1024;
 /// Brackets, parentheses and braces the parser follows inside one another (its default, 96, needs more
 /// than 16 MiB of stack in a debug build).
 const MAX_NESTING: u16 = 32;
+/// CEL's type names, which `type(x)` is compared with.
+const TYPE_NAMES: &[&str] = &["bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type"];
 
 /// Errors of compiling or evaluating an expression.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -111,7 +113,9 @@ impl Expr {
         if depth > check::MAX_DEPTH {
             return Err(Error::TooDeep { depth, limit: check::MAX_DEPTH });
         }
-        let free: Vec<String> = check::free_variables(&program).into_iter().collect();
+        // Type names (`type(x) == map`) are identifiers of the language, not variables.
+        let free: Vec<String> =
+            check::free_variables(&program).into_iter().filter(|v| !TYPE_NAMES.contains(&v.as_str())).collect();
         if let Some(name) = free.iter().find(|v| !allowed.contains(&v.as_str())) {
             return Err(Error::UnknownVariable { name: name.clone(), available: allowed.join(", ") });
         }
@@ -348,6 +352,18 @@ mod tests {
         for (source, expected) in cases {
             assert_eq!(eval_with(source, &vars).unwrap(), expected, "{source}");
         }
+    }
+
+    #[test]
+    fn type_names_are_not_variables() {
+        let e = Expr::compile("type(x) == map && type(x.a) == int", &["x"]).unwrap();
+        let eval = |v: Json| {
+            let mut vars = Vars::new();
+            vars.set("x", &v);
+            e.eval_bool(&vars).unwrap()
+        };
+        assert!(eval(json!({"a": 1})));
+        assert!(!eval(json!("text")));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct CommandService {
     window: chrono::Duration,
     fences: fence::Fences,
     snapshots: Arc<Snapshots>,
+    /// Finishes the replies of commands sent with `Eddy-Wait`; set once the reactors run.
+    waiter: std::sync::OnceLock<Arc<dyn crate::api::StartWait>>,
 }
 
 impl CommandService {
@@ -48,6 +50,28 @@ impl CommandService {
             fences: fence::Fences::new(),
             snapshots: Arc::new(Snapshots::new(store.jetstream().clone(), &config.engine)),
             store,
+            waiter: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets what answers `Eddy-Wait` (once; later calls are ignored).
+    pub fn set_waiter(&self, waiter: Arc<dyn crate::api::StartWait>) {
+        let _already = self.waiter.set(waiter);
+    }
+
+    /// Runs a command and, when `wait` is asked for and it succeeded, waits for the instances it starts.
+    pub async fn execute_waiting(
+        &self,
+        aggregate: &str,
+        command: &str,
+        body: &[u8],
+        ctx: CommandContext,
+        wait: Option<std::time::Duration>,
+    ) -> Arc<Reply> {
+        let reply = self.execute(aggregate, command, body, ctx).await;
+        match (wait, self.waiter.get()) {
+            (Some(wait), Some(waiter)) if reply.error.is_none() => Arc::new(waiter.wait(&reply, wait).await),
+            _ => reply,
         }
     }
 
@@ -161,8 +185,9 @@ async fn handle(commands: &CommandService, prefix: &str, msg: &async_nats::Messa
             format!("`{}` is not {prefix}<aggregate>.<command>", msg.subject),
         )));
     };
-    match context_from_headers(msg.headers.as_ref()) {
-        Ok(ctx) => commands.execute(aggregate, command, &msg.payload, ctx).await,
+    let wait = crate::api::wait_of(msg.headers.as_ref());
+    match context_from_headers(msg.headers.as_ref()).and_then(|ctx| Ok((ctx, wait?))) {
+        Ok((ctx, wait)) => commands.execute_waiting(aggregate, command, &msg.payload, ctx, wait).await,
         Err(failure) => Arc::new(Reply::failure(failure)),
     }
 }

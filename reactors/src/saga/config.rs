@@ -8,14 +8,14 @@ use eddy_engine::host::reactor::{OnError, Policy, Start};
 use eddy_engine::host::{Catalog, Pattern, PatternMap};
 use serde::Deserialize;
 
-use super::state::{ON_REJECTED, ON_TIMEOUT};
+use super::state::{ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
 use super::{Saga, State, Transition};
 use crate::common::{fingerprint, load_action, ActionKind, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
 
 /// Variables of `start.id`, `data` and `correlate`.
 const EVENT_VARS: &[&str] = &["event", "meta"];
 /// Variables of `when`, `set` and `do`.
-const SAGA_VARS: &[&str] = &["saga", "event", "meta", "rejection"];
+const SAGA_VARS: &[&str] = &["saga", "event", "meta", "rejection", "reply", "failure", "operator"];
 
 /// `[reactors.<name>]`, kind `saga`.
 #[derive(Deserialize)]
@@ -180,7 +180,12 @@ fn load_state(c: &Compiler, config: &Config, log: &str, at: &str, st: &StateToml
         on: PatternMap::default(),
         rejected: None,
         timeout: None,
+        replied: None,
+        failed: None,
+        cancel: None,
     };
+    // As written: a call with a mistake of its own is reported once, not again as a missing call.
+    let calls = st.actions.iter().any(ActionToml::is_call);
     for (trigger, t) in &st.on {
         let key = format!("{at}.on.\"{trigger}\"");
         let list = transitions(c, &key, t);
@@ -191,6 +196,13 @@ fn load_state(c: &Compiler, config: &Config, log: &str, at: &str, st: &StateToml
                 }
                 state.rejected = Some(list);
             }
+            ON_REPLIED | ON_FAILED => {
+                if !calls {
+                    c.push(&key, "the state makes no `call` or `http` request that could reply or fail");
+                }
+                *if trigger == ON_REPLIED { &mut state.replied } else { &mut state.failed } = Some(list);
+            }
+            ON_CANCEL => state.cancel = Some(list),
             ON_TIMEOUT => {
                 if st.timeout_secs.is_none() {
                     c.push(&key, "the state has no `timeout_secs`");

@@ -9,14 +9,36 @@ use chrono::Duration;
 use eddy_engine::aggregate::input::valid_id;
 use eddy_engine::cel::EventScope;
 use eddy_engine::envelope::StoredEvent;
+use eddy_engine::host::reactor::call::{self, Failure as CallFailure, Replied};
+use eddy_engine::host::reactor::steer::{Steer, SteerAction, STEERED};
 use eddy_engine::host::reactor::{Action, Append, Entries, Outcome};
 use eddy_engine::store::timer_subject;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value as Json};
 
 use super::state::{Entered, Instance, Rejected, Step, TimerFired, ENTERED, REJECTED, STARTED, TIMER_FIRED};
-use super::state::{ON_REJECTED, ON_TIMEOUT};
+use super::state::{CANCELLED, ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
 use super::{Saga, Transition};
+
+/// What a trigger binds besides `saga`, `event` and `meta`: null unless the trigger sets it.
+#[derive(Default)]
+struct Vars {
+    rejection: Json,
+    reply: Json,
+    failure: Json,
+    operator: Json,
+}
+
+impl Vars {
+    fn scope<'a>(&'a self, event: &'a StoredEvent, saga: &'a Json) -> EventScope<'a> {
+        EventScope::new(event)
+            .bind("saga", saga, None)
+            .bind("rejection", &self.rejection, None)
+            .bind("reply", &self.reply, None)
+            .bind("failure", &self.failure, None)
+            .bind("operator", &self.operator, None)
+    }
+}
 
 /// Where a saga finds its instances.
 pub trait Instances {
@@ -141,7 +163,7 @@ impl Saga {
                 match timeout {
                     // A timer of a state already left, or of an entry before this one: stale.
                     Some(list) if fired.entry == inst.entry && !inst.done => {
-                        let found = self.transition(&inst, list, event, &Json::Null, ON_TIMEOUT)?;
+                        let found = self.transition(&inst, list, event, &Vars::default(), ON_TIMEOUT)?;
                         Ok(Decided::appending(found, moved.then_some(inst)))
                     }
                     _ => Ok(unchanged(inst)),
@@ -154,22 +176,83 @@ impl Saga {
                 }
                 let rejection =
                     json!({"command": rejected.command, "code": rejected.code, "message": rejected.message});
-                match self.states.get(&inst.state).and_then(|st| st.rejected.as_ref()) {
-                    Some(list) => {
-                        let found = self.transition(&inst, list, event, &rejection, ON_REJECTED)?;
-                        Ok(Decided::appending(found, moved.then_some(inst)))
-                    }
-                    None => {
-                        tracing::warn!(saga = %self.name, instance = %inst.id, state = %inst.state, command = %rejected.command, reason = %rejected.message, "a command was rejected and the state has no `rejected` transition; the instance waits");
-                        let mut decided = unchanged(inst);
-                        decided.outcome.ignored = true;
-                        Ok(decided)
-                    }
-                }
+                let vars = Vars { rejection, ..Vars::default() };
+                let list = self.states.get(&inst.state).and_then(|st| st.rejected.as_ref());
+                self.outcome(inst, moved, list, event, &vars, ON_REJECTED, &rejected.message)
             }
+            call::REPLIED => {
+                let replied: Replied = parse(event)?;
+                if replied.entry != inst.entry || inst.done {
+                    return Ok(unchanged(inst));
+                }
+                let vars = Vars { reply: replied.reply, ..Vars::default() };
+                let list = self.states.get(&inst.state).and_then(|st| st.replied.as_ref());
+                self.outcome(inst, moved, list, event, &vars, ON_REPLIED, &replied.call)
+            }
+            call::FAILED => {
+                let failed: CallFailure = parse(event)?;
+                if failed.entry != inst.entry || inst.done {
+                    return Ok(unchanged(inst));
+                }
+                let failure = json!({"call": failed.call, "status": failed.status, "reason": failed.reason, "message": failed.message});
+                let vars = Vars { failure, ..Vars::default() };
+                let list = self.states.get(&inst.state).and_then(|st| st.failed.as_ref());
+                self.outcome(inst, moved, list, event, &vars, ON_FAILED, &failed.message)
+            }
+            STEERED => self.steered(inst, moved, event),
             // An event a `do` emitted: part of the log, no trigger.
             _ => Ok(unchanged(inst)),
         }
+    }
+
+    /// An operator's cancel or move: the state's `on.cancel` (the first whose `when` holds), else `cancelled`;
+    /// or the state moved to. Recorded with who asked in the trigger (`cancel by ann`).
+    fn steered(&self, inst: Instance, moved: bool, event: &StoredEvent) -> Result<Decided, String> {
+        let steer: Steer = parse(event)?;
+        if inst.done {
+            tracing::warn!(saga = %self.name, instance = %inst.id, state = %inst.state, by = %steer.by, "an operator's steer reached a final instance; ignored");
+            let mut decided = Decided { instance: moved.then_some(inst), ..Decided::default() };
+            decided.outcome.ignored = true;
+            return Ok(decided);
+        }
+        let operator = json!({"by": steer.by, "reason": steer.reason, "state": steer.state});
+        let vars = Vars { operator, ..Vars::default() };
+        let (to, verb) = match (steer.action, &steer.state) {
+            (SteerAction::Move, Some(to)) => (to.as_str(), "move"),
+            _ => (CANCELLED, ON_CANCEL),
+        };
+        let trigger = format!("{verb} by {}", steer.by);
+        let declared = self.states.get(&inst.state).and_then(|st| st.cancel.as_ref()).filter(|_| verb == ON_CANCEL);
+        if let Some(list) = declared {
+            if let Some(found) = self.transition(&inst, list, event, &vars, &trigger)? {
+                return Ok(Decided::appending(Some(found), moved.then_some(inst)));
+            }
+        }
+        let found = self.enter(event, &inst.id, Some(&inst), to, inst.data.clone(), trigger, &vars)?;
+        Ok(Decided::appending(Some(found), moved.then_some(inst)))
+    }
+
+    /// A recorded outcome of the current state's action (a rejection, a call's reply or failure): the
+    /// transition it names, or, when the state names none, the instance waits (logged, counted as ignored).
+    #[allow(clippy::too_many_arguments)]
+    fn outcome(
+        &self,
+        inst: Instance,
+        moved: bool,
+        list: Option<&Vec<Transition>>,
+        event: &StoredEvent,
+        vars: &Vars,
+        trigger: &str,
+        detail: &str,
+    ) -> Result<Decided, String> {
+        if let Some(list) = list {
+            let found = self.transition(&inst, list, event, vars, trigger)?;
+            return Ok(Decided::appending(found, moved.then_some(inst)));
+        }
+        tracing::warn!(saga = %self.name, instance = %inst.id, state = %inst.state, %trigger, %detail, "the state has no transition for this outcome; the instance waits");
+        let mut decided = Decided { instance: moved.then_some(inst), ..Decided::default() };
+        decided.outcome.ignored = true;
+        Ok(decided)
     }
 
     /// [`Self::apply_entered`] for a caller that keeps its instances in a map and has just decided the
@@ -264,7 +347,7 @@ impl Saga {
                 let mut data = scope.eval_map(&self.data).map_err(|e| format!("data: {e}"))?;
                 data.insert("id".into(), Json::String(id.clone()));
                 let trigger = format!("{}.{}", event.aggregate, event.event_type);
-                let found = self.enter(event, &id, None, &self.initial, data, trigger, &Json::Null)?;
+                let found = self.enter(event, &id, None, &self.initial, data, trigger, &Vars::default())?;
                 return Ok(Decided::appending(Some(found), None));
             }
         }
@@ -285,7 +368,7 @@ impl Saga {
         let list = self.states.get(&inst.state).and_then(|st| st.on.find(&event.aggregate, &event.event_type));
         let (Some(list), false) = (list, inst.done) else { return Ok(Decided::ignored()) };
         let trigger = format!("{}.{}", event.aggregate, event.event_type);
-        let found = self.transition(&inst, list, event, &Json::Null, &trigger)?;
+        let found = self.transition(&inst, list, event, &Vars::default(), &trigger)?;
         Ok(Decided::appending(found, None))
     }
 
@@ -295,11 +378,11 @@ impl Saga {
         inst: &Instance,
         list: &[Transition],
         event: &StoredEvent,
-        rejection: &Json,
+        vars: &Vars,
         trigger: &str,
     ) -> Result<Option<(Append, Entered)>, String> {
         let saga = inst.saga_var();
-        let scope = EventScope::new(event).bind("saga", &saga, None).bind("rejection", rejection, None);
+        let scope = vars.scope(event, &saga);
         for t in list {
             if let Some(when) = &t.when {
                 if !scope.eval_bool(when).map_err(|e| format!("{}: when: {e}", inst.state))? {
@@ -311,7 +394,7 @@ impl Saga {
                 data.extend(scope.eval_map(set).map_err(|e| format!("{}: set: {e}", inst.state))?);
             }
             data.insert("id".into(), Json::String(inst.id.clone()));
-            return self.enter(event, &inst.id, Some(inst), &t.goto, data, trigger.to_string(), rejection).map(Some);
+            return self.enter(event, &inst.id, Some(inst), &t.goto, data, trigger.to_string(), vars).map(Some);
         }
         Ok(None)
     }
@@ -326,13 +409,17 @@ impl Saga {
         state: &str,
         data: Map<String, Json>,
         trigger: String,
-        rejection: &Json,
+        vars: &Vars,
     ) -> Result<(Append, Entered), String> {
-        let st = &self.states[state];
+        // Only an operator's cancel enters a state the config may lack: `cancelled`, final, doing nothing.
+        let st = self.states.get(state);
+        if st.is_none() && state != CANCELLED {
+            return Err(format!("no state `{state}`"));
+        }
         let saga = Json::Object(data);
-        let scope = EventScope::new(event).bind("saga", &saga, None).bind("rejection", rejection, None);
+        let scope = vars.scope(event, &saga);
         let mut actions = Vec::new();
-        for (i, action) in st.actions.iter().enumerate() {
+        for (i, action) in st.map(|st| &st.actions[..]).unwrap_or_default().iter().enumerate() {
             actions.extend(action.build(&scope, id).map_err(|e| format!("{state}: do[{i}]: {e}"))?);
         }
         let Json::Object(data) = saga else { unreachable!("built from a map") };
@@ -344,8 +431,8 @@ impl Saga {
             data,
             actions,
             // From the trigger's time, so a replay of the stream arms the same timer.
-            timer_at: st.timeout_secs.map(|s| event.time + Duration::seconds(s as i64)),
-            done: st.done,
+            timer_at: st.and_then(|st| st.timeout_secs).map(|s| event.time + Duration::seconds(s as i64)),
+            done: st.is_none_or(|st| st.done),
         };
         let append = Append {
             aggregate: self.log.clone(),

@@ -10,16 +10,17 @@ pub mod state;
 
 use std::collections::BTreeMap;
 
-use eddy_engine::api::Failure;
+use eddy_engine::api::{ErrorCode, Failure};
 use eddy_engine::cel::Expr;
 use eddy_engine::envelope::StoredEvent;
+use eddy_engine::host::reactor::steer::{Steer, SteerAction, STEERED};
 use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Logic, Outcome, Pending, Policy};
 use eddy_engine::host::{subject_filters, Pattern, PatternMap};
 use serde_json::{json, Map, Value as Json};
 
 pub use config::load;
 pub use decide::{Decided, Instances, Stored};
-use state::{Instance, Rejected, REJECTED};
+use state::{Instance, Rejected, ENTERED, REJECTED, STARTED};
 
 use crate::common::ActionDef;
 
@@ -56,6 +57,9 @@ pub struct State {
     pub on: PatternMap<Vec<Transition>>,
     pub rejected: Option<Vec<Transition>>,
     pub timeout: Option<Vec<Transition>>,
+    pub replied: Option<Vec<Transition>>,
+    pub failed: Option<Vec<Transition>>,
+    pub cancel: Option<Vec<Transition>>,
 }
 
 /// One way out of a state.
@@ -127,6 +131,51 @@ impl Logic for Saga {
             msg_id: format!("{}:rejected", pending.id),
             correlation_id: pending.correlation_id.clone(),
         })
+    }
+
+    fn steer(&self, key: &str, entry: &Map<String, Json>, steer: &Steer) -> Result<Append, Failure> {
+        let inst = Instance::from_entry(entry.clone()).map_err(|e| Failure::new(ErrorCode::Internal, e))?;
+        if inst.done {
+            let message = format!("instance `{key}` is in the final state `{}`", inst.state);
+            return Err(Failure::new(ErrorCode::Conflict, message));
+        }
+        if let Some(to) = steer.state.as_ref().filter(|s| !self.states.contains_key(*s)) {
+            let known: Vec<&str> = self.states.keys().map(String::as_str).collect();
+            let message = format!("saga `{}` has no state `{to}` (states: {})", self.name, known.join(", "));
+            return Err(Failure::new(ErrorCode::Invalid, message));
+        }
+        let steer = Steer { entry: inst.entry, ..steer.clone() };
+        let what = if steer.action == SteerAction::Cancel { "cancel" } else { "move" };
+        Ok(Append {
+            aggregate: self.log.clone(),
+            key: key.to_string(),
+            expected_seq: None,
+            version: 0,
+            event_type: STEERED.to_string(),
+            data: json!(steer),
+            // Replaced by the admin endpoint with one per request.
+            msg_id: format!("{}:{key}:{what}", self.name),
+            correlation_id: self.correlation(key),
+        })
+    }
+
+    fn started_by(&self, event: &StoredEvent) -> Option<(String, String)> {
+        if !self.start.matches(&event.aggregate, &event.event_type) {
+            return None;
+        }
+        let id = match &self.start_id {
+            Some(expr) => eddy_engine::cel::EventScope::new(event).eval_string(expr).ok()?,
+            None => event.id.clone(),
+        };
+        (!id.is_empty()).then(|| (self.log.clone(), id))
+    }
+
+    fn transition_view(&self, event: &StoredEvent) -> Option<Json> {
+        if event.aggregate != self.log || !matches!(event.event_type.as_str(), STARTED | ENTERED) {
+            return None;
+        }
+        let d = &event.data;
+        Some(json!({"state": d["state"], "final": d["final"] == true, "data": d["data"]}))
     }
 
     fn instance(&self, _key: &str, entry: &Map<String, Json>) -> Option<InstanceSummary> {

@@ -18,6 +18,16 @@ pub const RECORDS: &[&str] = &[STARTED, ENTERED, TIMER_FIRED, REJECTED];
 /// The trigger names that are not event patterns.
 pub const ON_REJECTED: &str = "rejected";
 pub const ON_TIMEOUT: &str = "timeout";
+/// A `call` of the state's `do` replied (`CallReplied`; `reply` is its body) or failed (`CallFailed`;
+/// `failure` is `{call, status, reason, message}`).
+pub const ON_REPLIED: &str = "replied";
+pub const ON_FAILED: &str = "failed";
+/// An operator's cancel (`eddy sagas <saga> <id> cancel`); without it declared, the instance ends in
+/// [`CANCELLED`].
+pub const ON_CANCEL: &str = "cancel";
+/// Where a cancel without an `on.cancel` ends an instance: the config's state of that name, or a final state
+/// with no actions.
+pub const CANCELLED: &str = "cancelled";
 
 /// A transition as recorded: everything needed to fold it without evaluating anything.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +37,8 @@ pub struct Entered {
     /// The state left; absent when the instance starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
-    /// What moved it: `<aggregate>.<EventType>`, `rejected` or `timeout`.
+    /// What moved it: `<aggregate>.<EventType>`, `rejected`, `timeout`, `replied`, `failed`, or an operator's
+    /// `cancel by <who>` / `move by <who>`.
     pub trigger: String,
     /// The stream sequence of the triggering event.
     pub cause: u64,

@@ -127,6 +127,9 @@ impl Runner {
     /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
     /// every other `Ok` has left the outbox.
     pub(super) async fn run_action(&self, pending: &Pending) -> Result<Option<Done>, Flow> {
+        if let super::Action::Call(call) = &pending.action {
+            return self.run_call(pending, call).await;
+        }
         let policy = self.shared.logic.policy().clone();
         // NATS coming back should not wait out a long backoff; a failing action should not be hammered.
         let (mut reconnect, mut failing) = (Backoff::reconnect(), Backoff::failure());
@@ -240,6 +243,10 @@ impl Runner {
             Done::Emitted => c.emits += 1,
             Done::Scheduled => c.timers += 1,
             Done::Cancelled => {}
+            Done::Called { failed } => {
+                c.calls += 1;
+                c.failed_calls += u64::from(*failed);
+            }
         }
     }
 

@@ -33,6 +33,10 @@ pub enum Done {
     Scheduled,
     /// A timer was cancelled (or had already fired).
     Cancelled,
+    /// A call's outcome is recorded; `failed`: as `CallFailed`.
+    Called {
+        failed: bool,
+    },
 }
 
 /// Why an action did not run.
@@ -102,6 +106,10 @@ impl Effects {
                 Ok(()) => Ok(Done::Cancelled),
                 Err(e) => Err(Failed::Transient(format!("cancelling the timer on {subject}: {e}"))),
             },
+            // Calls record their outcome and run through `Runner::run_call` (call/run.rs).
+            Action::Call(call) => {
+                Err(Failed::Permanent(format!("the call {} ran outside its runner", call.target.name())))
+            }
         };
         match result {
             Err(Failed::Transient(m)) if self.client.connection_state() != State::Connected => {

@@ -5,6 +5,7 @@
 //! so a rebuild never acts twice, retries and the error policy, live config changes and the admin API.
 
 mod admin;
+pub mod call;
 mod drain;
 mod effects;
 mod entries;
@@ -15,6 +16,8 @@ mod set;
 mod settle;
 mod standby;
 mod state;
+pub mod steer;
+pub mod wait;
 mod watermark;
 
 use chrono::{DateTime, Utc};
@@ -88,6 +91,8 @@ pub enum Action {
     },
     /// Cancels the timer held on `subject`, if it has not fired.
     Cancel { subject: String },
+    /// A request to a service outside eddy, whose outcome is recorded on the reactor's own subject.
+    Call(call::Call),
 }
 
 impl Action {
@@ -98,6 +103,7 @@ impl Action {
             Action::Emit { .. } => "emit",
             Action::Schedule { .. } => "schedule",
             Action::Cancel { .. } => "cancel",
+            Action::Call(_) => "call",
         }
     }
 }
@@ -191,6 +197,23 @@ pub trait Logic: std::any::Any + std::fmt::Debug + Send + Sync + 'static {
     /// instances are independent; a rule's actions run in stream order.
     fn concurrent_actions(&self) -> bool {
         false
+    }
+
+    /// For kinds whose entries are instances of a process (sagas): the event that records an operator's
+    /// steer of the instance `key` on its log, or why it cannot be steered.
+    fn steer(&self, _key: &str, _entry: &Map<String, Json>, _steer: &steer::Steer) -> Result<Append, Failure> {
+        Err(Failure::new(crate::api::ErrorCode::Invalid, format!("`{}` is not a saga", self.name())))
+    }
+
+    /// For process kinds: the instance `event` starts, as the subject (aggregate, key) of its log.
+    fn started_by(&self, _event: &StoredEvent) -> Option<(String, String)> {
+        None
+    }
+
+    /// For process kinds: an event of an instance's log that records a transition, as a start-and-wait reply
+    /// shows it (`{"state", "final", "data"}`); `None` for the log's other events.
+    fn transition_view(&self, _event: &StoredEvent) -> Option<Json> {
+        None
     }
 
     /// For kinds whose entries are instances of a process (sagas): how operators see one.

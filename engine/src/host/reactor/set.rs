@@ -183,6 +183,16 @@ impl Reactors {
         Ok((reactor.shared.logic.clone(), reactor.shared.state.clone()))
     }
 
+    /// The event store the reactors use.
+    pub fn store(&self) -> &crate::store::EventStore {
+        self.host.effects.store()
+    }
+
+    /// The running reactors' definitions.
+    pub fn logics(&self) -> Vec<Arc<dyn Logic>> {
+        self.all().iter().map(|r| r.shared.logic.clone()).collect()
+    }
+
     /// The names of the running reactors.
     pub fn names(&self) -> Vec<String> {
         self.reactors.read().expect("lock").keys().cloned().collect()

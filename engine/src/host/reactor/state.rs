@@ -66,6 +66,9 @@ pub struct Counters {
     pub ignored: u64,
     /// Timers armed.
     pub timers: u64,
+    /// Calls whose outcome was recorded, and how many of those as `CallFailed`.
+    pub calls: u64,
+    pub failed_calls: u64,
 }
 
 /// Entries changed by a batch: `None` removes.
