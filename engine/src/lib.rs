@@ -14,4 +14,5 @@ pub mod nats;
 pub mod peers;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 pub mod upcast;

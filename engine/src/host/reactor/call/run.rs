@@ -1,14 +1,13 @@
 //! Running a call from the outbox: attempts with backoff under `max_retries`, then its outcome recorded on
 //! the reactor's own subject. A hook of [`Runner::run_action`]: nothing else in the host knows about calls.
 
-use std::time::Duration;
-
 use async_nats::connection::State;
 
 use super::super::effects::{Done, Failed};
-use super::super::runner::{retry_forever, sleep, Flow, Runner, MAX_BACKOFF, RECONNECT_BACKOFF};
+use super::super::runner::{retry_forever, Flow, Runner};
 use super::super::Pending;
 use super::{http, nats, record, Call, Outcome, Target};
+use crate::backoff::Backoff;
 
 impl Runner {
     /// Runs the call `pending` unless its outcome is recorded already, and records the outcome.
@@ -39,7 +38,7 @@ impl Runner {
             if !lease.check().await {
                 return Err(Failed::Disconnected("the lease is lost".into()));
             }
-            effects.record(&append, pending.seq).await
+            effects.record(&append, pending.seq, lease.as_ref()).await
         });
         recording.await.ok_or(Flow::Cancelled)?;
         let done = Done::Called { failed: matches!(outcome, Outcome::Failed { .. }) };
@@ -53,7 +52,8 @@ impl Runner {
     async fn attempts(&self, pending: &Pending, call: &Call) -> Result<Outcome, Flow> {
         let max_retries = self.shared.logic.policy().max_retries;
         let client = self.host.effects.client();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::failure();
+        let mut reconnect = Backoff::reconnect();
         let mut attempt = 0;
         loop {
             // Right before the call, as before every action: an engine paused past its lease acts no more.
@@ -73,7 +73,7 @@ impl Runner {
             let nats_down = matches!(call.target, Target::Nats { .. }) && client.connection_state() != State::Connected;
             if nats_down {
                 tracing::warn!(reactor = %self.name(), effect = %pending.id, error = %failed.message, "NATS unreachable; retrying the call");
-                if !sleep(&self.cancel, backoff.min(RECONNECT_BACKOFF)).await {
+                if !reconnect.wait(&self.cancel).await {
                     return Err(Flow::Cancelled);
                 }
                 continue;
@@ -83,10 +83,9 @@ impl Runner {
             }
             attempt += 1;
             tracing::warn!(reactor = %self.name(), seq = pending.seq, effect = %pending.id, attempt, error = %failed.message, "call failed; retrying");
-            if !sleep(&self.cancel, backoff).await {
+            if !backoff.wait(&self.cancel).await {
                 return Err(Flow::Cancelled);
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }
