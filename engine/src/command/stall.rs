@@ -5,8 +5,8 @@
 //! an inbox nobody reads. The request does not say when it was sent, so the engine watches itself: a thread
 //! notes the boot-time clock every [`TICK`]; a gap longer than [`STALL`] means the whole process stood
 //! still. Then every request is answered `unavailable`, without being decided, until the backlog is read: a
-//! PING sent after the stall has come back (everything the server sent before its PONG is in the
-//! subscription's queue by then) and that queue is empty. Clients send again with the same command id,
+//! request to the server sent after the stall has been answered (everything the server sent before its
+//! answer is in the subscription's queue by then) and that queue is empty. Clients send again with the same command id,
 //! which is safe.
 //!
 //! A thread rather than a task: a busy runtime delays its timers, and that must not count as a stall.
@@ -78,9 +78,9 @@ fn note(clock: &mut Clock, now: BootInstant) {
 
 /// Where the command loop stands after a stall.
 enum Drain {
-    /// Waiting for the PING sent after the stall to come back.
+    /// Waiting for the round trip sent after the stall to come back.
     Barrier(oneshot::Receiver<()>),
-    /// The PONG is in: refusing what is still queued.
+    /// The round trip is back: refusing what is still queued.
     Backlog,
 }
 
@@ -143,8 +143,10 @@ impl Gate {
         let (done, pong) = oneshot::channel();
         let client = self.client.clone();
         tokio::spawn(async move {
+            // A request answered by the server on this connection: everything it wrote to us before the answer
+            // has been read by then (`Client::flush` only empties our own send buffer, so it proves nothing).
             // An error means the connection was lost, and what it had buffered with it: nothing to wait for.
-            if let Err(e) = client.flush().await {
+            if let Err(e) = crate::runtime::round_trip(&client).await {
                 tracing::debug!(error = %e, "the barrier after a stall did not come back");
             }
             if done.send(()).is_err() {
