@@ -2,6 +2,7 @@
 //! loader that knows every section, and a `run` that tests can drive in-process.
 
 pub mod app;
+pub mod http;
 pub mod record;
 pub mod replay;
 pub mod seed;

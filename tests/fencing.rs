@@ -28,6 +28,7 @@ fn spawn(config: &Path, url: &str, data: &Path) -> Child {
         .args(["run", "--config"])
         .arg(config)
         .env("EDDY_NATS__URL", url)
+        .env("EDDY_HTTP__LISTEN", "127.0.0.1:0")
         .env("EDDY_ENGINE__DATA_DIR", data)
         .env("EDDY_ENGINE__DEDUP_WINDOW_SECS", WINDOW_SECS.to_string())
         .env("RUST_LOG", "info")

@@ -17,6 +17,7 @@ async fn without_a_url_eddy_starts_and_stops_its_own_server() {
     settings.engine.nats.url = None;
     settings.engine.nats.port = free_port();
     settings.engine.engine.data_dir = dir.path().to_path_buf();
+    settings.engine.http.listen = "127.0.0.1:0".into();
     let engine = eddy::Running::start(settings.clone()).await.expect("starts with an embedded server");
     let url = format!("nats://127.0.0.1:{}", settings.engine.nats.port);
     assert_eq!(engine.engine.url(), url);
@@ -39,6 +40,8 @@ async fn an_unreachable_nats_is_a_clear_error() {
 fn eddy() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.env("RUST_LOG", "warn");
+    // HTTP on a free port: tests (and other checkouts) run engines side by side.
+    cmd.env("EDDY_HTTP__LISTEN", "127.0.0.1:0");
     cmd
 }
 

@@ -12,3 +12,4 @@ pub mod nats;
 pub mod peers;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;

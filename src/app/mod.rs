@@ -43,6 +43,8 @@ pub enum Error {
     Reactors(#[from] reactor::Error),
     #[error("micro service: {0}")]
     Service(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::Error),
 }
 
 /// A running eddy: the engine and its components.
@@ -51,6 +53,7 @@ pub struct Running {
     pub views: Arc<Views>,
     pub reactors: Arc<Reactors>,
     settings: Settings,
+    http: Option<std::net::SocketAddr>,
 }
 
 impl Running {
@@ -75,7 +78,13 @@ impl Running {
         engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop.clone())));
         engine.own(tokio::spawn(reactor::serve_admin(reactor_admin, reactors.clone(), stop)));
         runtime::round_trip(engine.client()).await?;
-        Ok(Running { engine, views, reactors, settings })
+        let http = serve_http(&mut engine, &views, &reactors).await?;
+        Ok(Running { engine, views, reactors, settings, http })
+    }
+
+    /// Where HTTP listens (`None` when `[http] listen = ""`).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http
     }
 
     /// The settings it runs.
@@ -103,6 +112,32 @@ impl Running {
         self.views.stop().await;
         self.engine.stop(immediate).await;
     }
+}
+
+/// Starts the HTTP listener, owned by the engine, unless `[http] listen` is empty.
+async fn serve_http(
+    engine: &mut Engine,
+    views: &Arc<Views>,
+    reactors: &Arc<Reactors>,
+) -> Result<Option<std::net::SocketAddr>, Error> {
+    let config = engine.config().clone();
+    if !config.http.enabled() {
+        return Ok(None);
+    }
+    let listen = config.http.listen.clone();
+    let state = crate::http::AppState::new(crate::http::Handles {
+        client: engine.client().clone(),
+        store: engine.store().clone(),
+        commands: engine.commands().clone(),
+        views: views.clone(),
+        reactors: reactors.clone(),
+        service_id: engine.service().info().await.id,
+        stop: engine.stop_token(),
+        config,
+    });
+    let server = crate::http::serve(&listen, state, engine.stop_token()).await?;
+    engine.own(server.task);
+    Ok(Some(server.addr))
 }
 
 /// Runs eddy until `shutdown`, reloading when the config at `path` changes or on SIGHUP.

@@ -79,6 +79,8 @@ pub fn bench_settings(server: &BenchServer, files: &[(&str, &str)]) -> anyhow::R
     let mut settings = eddy::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
     settings.engine.nats.url = Some(server.url.as_str().into());
     settings.engine.engine.data_dir = dir.path().join("data");
+    // Benchmarks measure the command path; a fixed port would also collide with an engine already running.
+    settings.engine.http.listen = String::new();
     Ok((dir, settings))
 }
 

@@ -55,6 +55,8 @@ pub fn config_at(path: &Path, url: &str, data_dir: &Path) -> Settings {
     let mut settings = eddy::load(path).unwrap_or_else(|e| panic!("{} loads:\n{e}", path.display()));
     settings.engine.nats.url = Some(url.into());
     settings.engine.engine.data_dir = data_dir.to_path_buf();
+    // A free port: tests (and other checkouts) run engines side by side.
+    settings.engine.http.listen = "127.0.0.1:0".into();
     settings
 }
 
@@ -222,6 +224,7 @@ pub fn spawn_eddy(config: &Path, url: &str, data: &Path) -> std::process::Child 
         .args(["run", "--config"])
         .arg(config)
         .env("EDDY_NATS__URL", url)
+        .env("EDDY_HTTP__LISTEN", "127.0.0.1:0")
         .env("EDDY_ENGINE__DATA_DIR", data)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -230,9 +233,12 @@ pub fn spawn_eddy(config: &Path, url: &str, data: &Path) -> std::process::Child 
         .expect("eddy starts")
 }
 
-/// Writes `eddy.toml` into a config folder: the NATS url and the data dir, nothing else.
+/// Writes `eddy.toml` into a config folder: the NATS url, the data dir and HTTP on a free port.
 pub fn write_engine_toml(config: &Path, url: &str, data: &Path) {
-    let toml = format!("[nats]\nurl = \"{url}\"\n[engine]\ndata_dir = \"{}\"\n", data.display());
+    let toml = format!(
+        "[nats]\nurl = \"{url}\"\n[engine]\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        data.display()
+    );
     std::fs::write(config.join("eddy.toml"), toml).expect("eddy.toml is written");
 }
 

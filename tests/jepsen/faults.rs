@@ -119,6 +119,7 @@ impl Cluster {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("EDDY_NATS__URL", self.url())
+            .env("EDDY_HTTP__LISTEN", "127.0.0.1:0")
             .env("EDDY_ENGINE__DATA_DIR", &data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

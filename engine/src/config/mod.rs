@@ -2,6 +2,7 @@
 //! error at once. Defaults live in the `Default` impls below and nowhere else.
 
 mod errors;
+mod http;
 mod nats;
 mod source;
 mod suggest;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use errors::{ConfigError, ConfigErrors};
+pub use http::{HttpConfig, DEFAULT_LISTEN};
 pub use nats::{ServerUrls, SyncMode};
 pub use source::{from_value, Source};
 pub use suggest::did_you_mean;
@@ -130,7 +132,8 @@ impl Config {
         let source = Source::env_only();
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
         let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
-        errors.into_result(Config { nats, engine, aggregates: BTreeMap::new(), path: path.to_path_buf() })
+        let http = source.extract::<HttpConfig>("http", &mut errors).unwrap_or_default();
+        errors.into_result(Config { nats, engine, http, aggregates: BTreeMap::new(), path: path.to_path_buf() })
     }
 }
 
@@ -141,6 +144,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// The HTTP listener (health, metrics, console, API).
+    pub http: HttpConfig,
     /// The aggregates by name.
     pub aggregates: BTreeMap<String, Arc<Aggregate>>,
     /// The path it was loaded from.
@@ -164,8 +169,10 @@ impl Config {
         let source = Source::load(path, &mut errors);
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
         let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
+        let http = source.extract::<HttpConfig>("http", &mut errors).unwrap_or_default();
         validate_nats(&nats, &source, &mut errors);
         validate_engine(&engine, &source, &mut errors);
+        http::validate(&http, &source, &mut errors);
         let mut aggregates = BTreeMap::new();
         for name in source.children("aggregates", &mut errors) {
             if let Some(aggregate) = Aggregate::load(&source, &name, &mut errors) {
@@ -174,7 +181,7 @@ impl Config {
         }
         for key in source.top_level_keys() {
             match key.as_str() {
-                "nats" | "engine" | "aggregates" => {}
+                "nats" | "engine" | "http" | "aggregates" => {}
                 k if claimed.contains(&k) => {}
                 k if NOT_YET_SUPPORTED.contains(&k) => {
                     errors.push(source.file_of(k), k, "not supported yet by this version of eddy")
@@ -182,7 +189,7 @@ impl Config {
                 k => errors.push(source.file_of(k), k, "unknown section"),
             }
         }
-        let config = Config { nats, engine, aggregates, path: path.to_path_buf() };
+        let config = Config { nats, engine, http, aggregates, path: path.to_path_buf() };
         let extra = extra(&source, &config, &mut errors);
         errors.into_result((config, extra))
     }

@@ -8,7 +8,7 @@ use figment::value::Value;
 use figment::Figment;
 use serde::de::DeserializeOwned;
 
-use super::{ConfigErrors, EngineConfig, NatsConfig};
+use super::{ConfigErrors, EngineConfig, HttpConfig, NatsConfig};
 
 /// Env vars with the `EDDY_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["nats_server", "config", "log"];
@@ -37,7 +37,8 @@ impl Source {
         };
         let mut figment = Figment::new()
             .merge(Serialized::default("nats", NatsConfig::default()))
-            .merge(Serialized::default("engine", EngineConfig::default()));
+            .merge(Serialized::default("engine", EngineConfig::default()))
+            .merge(Serialized::default("http", HttpConfig::default()));
         let mut owners: BTreeMap<String, (String, bool)> = BTreeMap::new();
         for file in &files {
             let shown = display_path(&root, file);
@@ -79,6 +80,7 @@ impl Source {
         let figment = Figment::new()
             .merge(Serialized::default("nats", NatsConfig::default()))
             .merge(Serialized::default("engine", EngineConfig::default()))
+            .merge(Serialized::default("http", HttpConfig::default()))
             .merge(env());
         Source::merged(figment, PathBuf::new(), &mut ConfigErrors::default())
     }
