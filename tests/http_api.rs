@@ -70,6 +70,7 @@ type Headers = Vec<(&'static str, &'static str)>;
 #[tokio::test]
 async fn commands_views_aggregates_and_refusals() {
     let nats = TestServer::start().await;
+    let c = nats.client().await;
     let eddy = engine(&example("bank", &nats.url(), nats.dir.path())).await;
     let base = format!("http://{}", addr(&eddy));
     let cmd = |c: &str| format!("{base}/v1/commands/account/{c}");
@@ -142,6 +143,13 @@ async fn commands_views_aggregates_and_refusals() {
         (Some("AccountOpened"), Some(1)),
         "{history}"
     );
+    // Start and wait over HTTP: the transfer saga's final state comes back with the command's reply.
+    reactors_running(&c, &["transfer"]).await;
+    call(post.clone(), &cmd("open"), Some(r#"{"id":"a2","owner":"bob"}"#), &[JSON]).await;
+    let transfer = format!("{base}/v1/commands/transfer/request?wait=20");
+    let body = r#"{"id":"t1","from":"a1","to":"a2","amount":10}"#;
+    let (status, waited) = call(post.clone(), &transfer, Some(body), &[JSON]).await;
+    assert_eq!((status, waited["sagas"][0]["state"].as_str()), (200, Some("completed")), "{waited}");
     stop(eddy).await;
 }
 
