@@ -4,6 +4,8 @@
 //! A room is a module with `pub fn router() -> Router<AppState>`; `router` below merges them. Handlers
 //! reach the engine through [`AppState`].
 
+mod api;
+pub mod auth;
 mod health;
 mod state;
 
@@ -14,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use api::openapi::document as openapi_document;
 pub use state::{AppState, Handles};
 
 /// Errors of starting the listener.
@@ -25,7 +28,7 @@ pub enum Error {
 
 /// Every room's routes, sharing one state.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).with_state(state)
+    Router::new().merge(health::router()).merge(api::router()).with_state(state)
 }
 
 /// A listener being served.
@@ -44,7 +47,10 @@ pub async fn serve(listen: &str, state: AppState, stop: CancellationToken) -> Re
     let addr = listener.local_addr().map_err(bind_error)?;
     let app = router(state);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "the HTTP listener stopped");
         }
     });

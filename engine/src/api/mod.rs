@@ -1,6 +1,7 @@
 //! The wire types every endpoint shares (commands, queries, admin): the contract's error codes, replies
 //! with their micro-service error headers, and [`answer`], which makes sure every request gets one.
 
+mod http;
 mod reply;
 mod text;
 mod wait;
@@ -11,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use async_nats::service::Request;
 use futures::FutureExt;
 
+pub use http::{status_of, Refusal};
 pub use reply::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 pub use text::{clip, MAX_MESSAGE_LEN};
 pub use wait::{parse_wait, wait_of, StartWait, MAX_WAIT_SECS, WAIT_HEADER};

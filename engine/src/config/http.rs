@@ -1,6 +1,8 @@
 //! `[http]`: the one HTTP listener for health, metrics, the console and the HTTP API (served by the binary's
 //! `src/http/`; the engine only holds the settings).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigErrors, Source};
@@ -15,11 +17,37 @@ pub struct HttpConfig {
     /// `host:port` to listen on (`127.0.0.1:3339` by default; port 0 picks a free one). Empty turns HTTP
     /// off. Overridden by `EDDY_HTTP__LISTEN`.
     pub listen: String,
+    /// Bearer tokens of the HTTP API, by name (`[http.tokens.<name>]`, or `EDDY_HTTP__TOKENS__<NAME>__TOKEN`).
+    /// Without any, the API answers only clients on loopback.
+    pub tokens: BTreeMap<String, HttpToken>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: DEFAULT_LISTEN.into() }
+        Self { listen: DEFAULT_LISTEN.into(), tokens: BTreeMap::new() }
+    }
+}
+
+/// The scopes a token may hold.
+pub const SCOPES: &[&str] = &["commands", "queries", "admin"];
+/// The shortest token accepted: a guessable one is no protection.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// One API token.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToken {
+    /// The secret a client sends as `Authorization: Bearer <token>` (at least 16 characters).
+    pub token: String,
+    /// What it may do: `commands` (send commands), `queries` (views, aggregates, events), `admin` (the
+    /// console's actions).
+    pub scopes: Vec<String>,
+}
+
+/// Never prints the secret (configs are logged and shown in errors).
+impl std::fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpToken").field("token", &"<hidden>").field("scopes", &self.scopes).finish()
     }
 }
 
@@ -37,6 +65,20 @@ pub(super) fn validate(http: &HttpConfig, source: &Source, errors: &mut ConfigEr
             "http.listen",
             "must be host:port (e.g. 127.0.0.1:3339, [::1]:3339, 0.0.0.0:3339), or empty to turn HTTP off",
         );
+    }
+    for (name, t) in &http.tokens {
+        let key = format!("http.tokens.{name}");
+        if t.token.chars().count() < MIN_TOKEN_LEN || t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let message = format!("at least {MIN_TOKEN_LEN} characters, without spaces");
+            errors.push(source.file_of(&format!("{key}.token")), format!("{key}.token"), message);
+        }
+        if http.tokens.iter().any(|(other, o)| other < name && o.token == t.token) {
+            errors.push(source.file_of(&format!("{key}.token")), format!("{key}.token"), "the same token as another");
+        }
+        for (i, scope) in t.scopes.iter().enumerate().filter(|(_, s)| !SCOPES.contains(&s.as_str())) {
+            let message = format!("unknown scope `{scope}` (one of: {})", SCOPES.join(", "));
+            errors.push(source.file_of(&format!("{key}.scopes")), format!("{key}.scopes[{i}]"), message);
+        }
     }
 }
 

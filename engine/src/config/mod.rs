@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use errors::{ConfigError, ConfigErrors};
-pub use http::{HttpConfig, DEFAULT_LISTEN};
+pub use http::{HttpConfig, HttpToken, DEFAULT_LISTEN, SCOPES};
 pub use nats::{ServerUrls, SyncMode};
 pub use source::{from_value, Source};
 pub use suggest::did_you_mean;
