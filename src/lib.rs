@@ -6,5 +6,6 @@ pub mod http;
 pub mod record;
 pub mod replay;
 pub mod seed;
+pub mod telemetry;
 
 pub use app::{load, run, Running, Settings};

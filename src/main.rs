@@ -187,7 +187,10 @@ enum ViewsAction {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_tracing();
+    // `eddy run` sets up logging from its config ([log], [telemetry]).
+    if !matches!(args.verb, Verb::Run(_)) {
+        cli::init_tracing();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.verb {
@@ -226,6 +229,8 @@ fn main() -> ExitCode {
             Verb::Bench(verb) => bench::run(verb).await,
         }
     });
+    // Outside the runtime: the span exporter's client blocks while it flushes.
+    eddy::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -2,33 +2,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use async_nats::Client;
 use common::*;
 use serde_json::{json, Value};
-
-/// One instance with its history, from `eddy.admin.sagas.get` (null if there is none yet).
-async fn instance(c: &Client, saga: &str, id: &str) -> Value {
-    let body = json!({"saga": saga, "id": id}).to_string();
-    let Ok(msg) = c.request("eddy.admin.sagas.get", body.into()).await else { return Value::Null };
-    let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
-    reply["instance"].clone()
-}
-
-/// Waits for an instance to reach a final state and returns it. (With several engines, each reply comes
-/// from whichever engine answers, so the one that showed it final is kept.)
-async fn finished(c: &Client, saga: &str, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let inst = instance(c, saga, id).await;
-        if inst["final"] == true {
-            return inst;
-        }
-        assert!(std::time::Instant::now() < deadline, "{saga} {id} reaches a final state: {inst:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The states an instance went through.
 fn path(inst: &Value) -> Vec<String> {

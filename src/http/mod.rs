@@ -5,6 +5,7 @@
 //! reach the engine through [`AppState`].
 
 mod health;
+pub mod metrics;
 mod state;
 
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ pub enum Error {
 
 /// Every room's routes, sharing one state.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).with_state(state)
+    Router::new().merge(health::router()).merge(metrics::router()).with_state(state)
 }
 
 /// A listener being served.

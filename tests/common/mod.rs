@@ -210,6 +210,7 @@ pub async fn append_raw(client: &Client, aggregate: &str, id: &str, event_type: 
         correlation_id: String::new(),
         causation_id: String::new(),
         msg_id: uuid::Uuid::new_v4().to_string(),
+        traceparent: String::new(),
         data,
     };
     match store.append(aggregate, id, expected, &[event]).await.expect("append") {
@@ -287,4 +288,26 @@ pub fn assert_stored_once<'a>(messages: impl IntoIterator<Item = (u64, &'a str, 
     assert!(twice.is_empty(), "Nats-Msg-Id stored more than once: {twice:?}");
     let twice: Vec<_> = command_ids.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
     assert!(twice.is_empty(), "Eddy-Command-Id stored more than once: {twice:?}");
+}
+
+/// One instance with its history, from `eddy.admin.sagas.get` (null if there is none yet).
+pub async fn instance(c: &Client, saga: &str, id: &str) -> Value {
+    let body = serde_json::json!({"saga": saga, "id": id}).to_string();
+    let Ok(msg) = c.request("eddy.admin.sagas.get", body.into()).await else { return Value::Null };
+    let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
+    reply["instance"].clone()
+}
+
+/// Waits for an instance to reach a final state and returns it. (With several engines, each reply comes
+/// from whichever engine answers, so the one that showed it final is kept.)
+pub async fn finished(c: &Client, saga: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let inst = instance(c, saga, id).await;
+        if inst["final"] == true {
+            return inst;
+        }
+        assert!(std::time::Instant::now() < deadline, "{saga} {id} reaches a final state: {inst:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -11,6 +11,7 @@ use eddy_engine::cel::EventScope;
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::{Action, Append, Entries, Outcome};
 use eddy_engine::store::timer_subject;
+use eddy_engine::telemetry::TraceParent;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value as Json};
 
@@ -356,6 +357,8 @@ impl Saga {
             data: json!(entered),
             msg_id: format!("{}:{}:enter", self.name, event.seq),
             correlation_id: self.correlation(id),
+            // The transition joins the trace of the event that caused it.
+            traceparent: TraceParent::parse(&event.traceparent).map(|t| t.child().to_string()).unwrap_or_default(),
         };
         Ok((append, entered))
     }

@@ -96,7 +96,13 @@ impl Logic for Saga {
     }
 
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
-        self.decide(event, &Stored(state), false).map(Decided::into_outcome)
+        let outcome = self.decide(event, &Stored(state), false).map(Decided::into_outcome)?;
+        if outcome.append.is_some() {
+            // From the trigger's store time to the transition decided: how long the saga took to move.
+            let took = (chrono::Utc::now() - event.time).to_std().unwrap_or_default();
+            eddy_engine::telemetry::metrics::saga_transition(&self.name, took);
+        }
+        Ok(outcome)
     }
 
     fn handle_ahead(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
@@ -126,6 +132,7 @@ impl Logic for Saga {
             data: json!(rejected),
             msg_id: format!("{}:rejected", pending.id),
             correlation_id: pending.correlation_id.clone(),
+            traceparent: pending.child_trace(),
         })
     }
 
