@@ -4,6 +4,8 @@
 //! A room is a module with `pub fn router() -> Router<AppState>`; `router` below merges them. Handlers
 //! reach the engine through [`AppState`].
 
+pub mod auth;
+mod console;
 mod health;
 pub mod metrics;
 mod state;
@@ -26,7 +28,7 @@ pub enum Error {
 
 /// Every room's routes, sharing one state.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).merge(metrics::router()).with_state(state)
+    Router::new().merge(health::router()).merge(metrics::router()).merge(console::router()).with_state(state)
 }
 
 /// A listener being served.

@@ -15,11 +15,14 @@ pub struct HttpConfig {
     /// `host:port` to listen on (`127.0.0.1:3339` by default; port 0 picks a free one). Empty turns HTTP
     /// off. Overridden by `EDDY_HTTP__LISTEN`.
     pub listen: String,
+    /// The operator token: when set, the console's buttons (retry, rebuild) need it. Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: DEFAULT_LISTEN.into() }
+        Self { listen: DEFAULT_LISTEN.into(), token: None }
     }
 }
 
