@@ -88,31 +88,13 @@ async fn a_transfer_saga_timeline_shows_debit_credit_and_completion() {
     stop(eddy).await;
 }
 
-const POISON_RULE: &str = r#"
-[reactors.ratio]
-kind = "rule"
-key = "'all'"
-initial = { divisor = 0, share = 0 }
-max_retries = 1
-on_error = "park"
-
-[reactors.ratio.update]
-"product.Enabled" = "{'divisor': 1}"
-"product.StockAdded" = "{'share': event.quantity / state.divisor}"
-
-[[reactors.ratio.then]]
-when = "state.share != prev.share"
-publish = "ratio.changed"
-data = "{'share': state.share}"
-"#;
-
 #[tokio::test]
 async fn a_parked_event_is_listed_and_retried_with_the_operator_token() {
     let nats = TestServer::start().await;
     let c = nats.client().await;
     let config = tempfile::tempdir().unwrap();
     copy_example("inventory", config.path());
-    std::fs::write(config.path().join("reactors/ratio.toml"), POISON_RULE).unwrap();
+    std::fs::write(config.path().join("reactors/ratio.toml"), POISON_RULE.replace("ON_ERROR", "park")).unwrap();
     let mut settings = config_at(config.path(), &nats.url(), &nats.dir.path().join("eddy"));
     settings.engine.http.token = Some("op-token-123".into());
     let eddy = engine(&settings).await;

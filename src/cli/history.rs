@@ -29,6 +29,12 @@ pub async fn history(
         println!("{aggregate} {id} has no events");
         return Ok(ExitCode::FAILURE);
     }
+    let last = events.last().map_or(0, |e| e.version);
+    if let Some(v) = at_version.filter(|v| *v > last) {
+        // Not quietly the last version: the operator asked for a state that never was.
+        eprintln!("{aggregate} {id} is at version {last}; there is no version {v}");
+        return Ok(ExitCode::FAILURE);
+    }
     let mut state = def.initial.clone();
     let mut unfoldable = 0;
     for event in events.iter().take_while(|e| at_version.is_none_or(|v| e.version <= v)) {

@@ -103,6 +103,11 @@ pub async fn query(config: &Path, server: &super::Conn, args: QueryArgs) -> anyh
         let Some(key) = args.key else { bail!("give a key, or --list") };
         let body = json!({"key": key, "min_seq": args.min_seq});
         let reply = request(config, server, |p| format!("{p}.query.{view}.get"), body).await?;
+        if reply["ok"] == true && reply["doc"].is_null() {
+            // Like `history` of a missing id: a missing document is an answer, but not a success.
+            eprintln!("{view} has no document `{key}`");
+            return Ok(ExitCode::FAILURE);
+        }
         if reply["ok"] == true {
             println!("{}", serde_json::to_string_pretty(&reply["doc"])?);
         }

@@ -311,3 +311,23 @@ pub async fn finished(c: &Client, saga: &str, id: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A rule whose update divides by zero until `product.Enabled` sets the divisor: a poison event, handled
+/// by `on_error` (replace `ON_ERROR`).
+pub const POISON_RULE: &str = r#"
+[reactors.ratio]
+kind = "rule"
+key = "'all'"
+initial = { divisor = 0, share = 0 }
+max_retries = 1
+on_error = "ON_ERROR"
+
+[reactors.ratio.update]
+"product.Enabled" = "{'divisor': 1}"
+"product.StockAdded" = "{'share': event.quantity / state.divisor}"
+
+[[reactors.ratio.then]]
+when = "state.share != prev.share"
+publish = "ratio.changed"
+data = "{'share': state.share}"
+"#;

@@ -1,0 +1,41 @@
+//! What a new user runs into in the first hour: answers that say what is missing, with an exit code to match.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// Runs the binary beside the in-process engine (asynchronously: the engine runs on this test's runtime).
+async fn eddy(args: &[&str], url: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(args)
+        .args(["--server", url, "--config"])
+        .arg(root().join("config/examples/bank"))
+        .output()
+        .await
+        .expect("eddy runs")
+}
+
+#[tokio::test]
+async fn a_missing_document_or_version_is_an_error_not_a_quiet_answer() {
+    let nats = TestServer::start().await;
+    let running = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    let c = nats.client().await;
+    ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
+    ok(&c, "account.deposit", json!({"id": "a1", "amount": 5})).await;
+
+    let beyond = eddy(&["history", "account", "a1", "--at-version", "99"], &nats.url()).await;
+    assert!(!beyond.status.success());
+    assert_eq!(String::from_utf8_lossy(&beyond.stderr).trim(), "account a1 is at version 2; there is no version 99");
+    let at = eddy(&["history", "account", "a1", "--at-version", "2"], &nats.url()).await;
+    assert!(at.status.success(), "{}", String::from_utf8_lossy(&at.stderr));
+
+    let seq = last_seq(&c).await;
+    let found = eddy(&["query", "balances", "a1", "--min-seq", &seq.to_string()], &nats.url()).await;
+    assert!(found.status.success(), "{}", String::from_utf8_lossy(&found.stderr));
+    let missing = eddy(&["query", "balances", "nobody", "--min-seq", &seq.to_string()], &nats.url()).await;
+    assert!(!missing.status.success());
+    assert!(missing.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "balances has no document `nobody`");
+    stop(running).await;
+}
