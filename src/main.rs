@@ -62,6 +62,9 @@ enum Verb {
         /// Show the state as it was at this version.
         #[arg(long)]
         at_version: Option<u64>,
+        /// Print JSON: each event with the state after it.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -71,6 +74,9 @@ enum Verb {
     Views {
         #[command(subcommand)]
         action: Option<ViewsAction>,
+        /// Print the statuses as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -80,6 +86,9 @@ enum Verb {
     Reactors {
         #[command(subcommand)]
         action: Option<cli::ReactorsAction>,
+        /// Print the statuses as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -101,6 +110,9 @@ enum Verb {
         /// At most this many instances (default 100).
         #[arg(long)]
         limit: Option<usize>,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -200,16 +212,18 @@ fn main() -> ExitCode {
                 let headers = cli::SendHeaders { command_id, expected_version, correlation_id };
                 cli::send(&config.config, &server, &target, &body, headers).await
             }
-            Verb::History { aggregate, id, at_version, config, server } => {
-                cli::history(&config.config, &server, &aggregate, &id, at_version).await
+            Verb::History { aggregate, id, at_version, json, config, server } => {
+                cli::history(&config.config, &server, &aggregate, &id, at_version, json).await
             }
-            Verb::Views { action, config, server } => {
+            Verb::Views { action, json, config, server } => {
                 let rebuild = action.map(|ViewsAction::Rebuild { name }| name);
-                cli::views(&config.config, &server, rebuild).await
+                cli::views(&config.config, &server, rebuild, json).await
             }
-            Verb::Reactors { action, config, server } => cli::reactors(&config.config, &server, action).await,
-            Verb::Sagas { saga, id, state, stuck, active, limit, config, server } => {
-                let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
+            Verb::Reactors { action, json, config, server } => {
+                cli::reactors(&config.config, &server, action, json).await
+            }
+            Verb::Sagas { saga, id, state, stuck, active, limit, json, config, server } => {
+                let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit, json };
                 cli::sagas(&config.config, &server, args).await
             }
             Verb::Query { view, key, list, filter, prefix, limit, min_seq, config, server } => {

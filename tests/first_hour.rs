@@ -39,3 +39,32 @@ async fn a_missing_document_or_version_is_an_error_not_a_quiet_answer() {
     assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "balances has no document `nobody`");
     stop(running).await;
 }
+
+#[tokio::test]
+async fn views_reactors_sagas_and_history_speak_json() {
+    let nats = TestServer::start().await;
+    let running = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    let c = nats.client().await;
+    ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
+    ok(&c, "account.deposit", json!({"id": "a1", "amount": 5})).await;
+    let json_of = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let history = json_of(eddy(&["history", "account", "a1", "--json"], &nats.url()).await);
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(history[1]["event_type"], "MoneyDeposited");
+    assert_eq!(history[1]["state"]["balance"], 5);
+    let views = json_of(eddy(&["views", "--json"], &nats.url()).await);
+    assert!(views["views"].as_array().unwrap().iter().any(|v| v["name"] == "balances"), "{views}");
+    let reactors = json_of(eddy(&["reactors", "--json"], &nats.url()).await);
+    assert!(reactors["reactors"].as_array().unwrap().iter().any(|r| r["name"] == "transfer"), "{reactors}");
+    let sagas = json_of(eddy(&["sagas", "transfer", "--json"], &nats.url()).await);
+    assert_eq!(sagas["saga"], "transfer");
+    let missing = eddy(&["sagas", "transfer", "nope", "--json"], &nats.url()).await;
+    assert!(!missing.status.success());
+    let reply: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(reply["error"]["code"], "not_found");
+    stop(running).await;
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use super::views::{finish, request};
+use super::views::{finish, print_json, request};
 
 /// Which instances to list.
 pub struct SagasArgs {
@@ -15,12 +15,17 @@ pub struct SagasArgs {
     pub stuck_secs: Option<u64>,
     pub active: bool,
     pub limit: Option<usize>,
+    /// Print the reply as JSON.
+    pub json: bool,
 }
 
 pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.id {
         let body = json!({"saga": args.saga, "id": id});
         let reply = request(config, server, |p| format!("{p}.admin.sagas.get"), body).await?;
+        if args.json {
+            return Ok(print_json(&reply, true));
+        }
         if reply["ok"] == true {
             print_instance(&reply["instance"]);
         }
@@ -29,8 +34,8 @@ pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyh
     let body = json!({"saga": args.saga, "state": args.state, "stuck_secs": args.stuck_secs,
         "active": args.active, "limit": args.limit});
     let reply = request(config, server, |p| format!("{p}.admin.sagas"), body).await?;
-    if reply["ok"] != true {
-        return Ok(finish(&reply));
+    if reply["ok"] != true || args.json {
+        return Ok(print_json(&reply, args.json));
     }
     println!("{:<28} {:<14} {:>10} {:>10}  LAST TRANSITION", "INSTANCE", "STATE", "AGE", "IN STATE");
     for i in reply["items"].as_array().into_iter().flatten() {
