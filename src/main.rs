@@ -24,8 +24,9 @@ struct Args {
 /// Where the config is: a TOML file or a directory of them.
 #[derive(clap::Args, Clone)]
 struct ConfigArg {
-    /// A TOML file, or a directory whose *.toml files are merged.
-    #[arg(long, env = "EDDY_CONFIG", default_value = "eddy.toml")]
+    /// A TOML file, or a directory whose *.toml files are merged. Accepted anywhere on the line
+    /// (`eddy views rebuild NAME -c X`).
+    #[arg(short = 'c', long, env = "EDDY_CONFIG", default_value = "eddy.toml", global = true)]
     config: PathBuf,
 }
 

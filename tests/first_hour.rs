@@ -68,3 +68,24 @@ async fn views_reactors_sagas_and_history_speak_json() {
     assert_eq!(reply["error"]["code"], "not_found");
     stop(running).await;
 }
+
+#[tokio::test]
+async fn global_options_go_anywhere_and_c_is_config() {
+    let nats = TestServer::start().await;
+    let running = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    let bank = root().join("config/examples/bank");
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy")).args(args).output().await.expect("eddy runs")
+    };
+    let url = nats.url();
+    let bank = bank.to_str().unwrap().to_string();
+    for args in [
+        vec!["views", "rebuild", "balances", "--config", &bank, "--server", &url],
+        vec!["views", "rebuild", "balances", "-c", &bank, "--server", &url],
+        vec!["views", "-c", &bank, "rebuild", "balances", "--server", &url],
+    ] {
+        let out = run(args.iter().map(|s| s.to_string()).collect()).await;
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    stop(running).await;
+}
