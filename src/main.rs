@@ -187,6 +187,17 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Follow the stream live: events, saga transitions, and publishes on other --subjects: eddy tail
+    Tail {
+        /// Subject filters (repeatable): under `events.` they filter the stream (default events.>); others
+        /// are followed as core NATS (a rule's publishes).
+        #[arg(long = "subjects", value_name = "SUBJECT")]
+        subjects: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: cli::Conn,
+    },
     /// Benchmarks against the raw JetStream floor measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchVerb),
@@ -241,6 +252,7 @@ fn main() -> ExitCode {
             Verb::Replay { recording, format, out, check, update, config } => {
                 cli::replay(&config.config, cli::ReplayArgs { recording, format, out, check, update })
             }
+            Verb::Tail { subjects, config, server } => cli::tail(&config.config, &server, subjects).await,
             Verb::Bench(verb) => bench::run(verb).await,
         }
     });

@@ -89,3 +89,51 @@ async fn global_options_go_anywhere_and_c_is_config() {
     }
     stop(running).await;
 }
+
+#[tokio::test]
+async fn tail_follows_events_saga_transitions_and_publishes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let nats = TestServer::start().await;
+    let running = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    let c = nats.client().await;
+    reactor_at(&c, "transfer", last_seq(&c).await).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["tail", "--server", &nats.url(), "--subjects", "events.>", "--subjects", "alerts.>"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("eddy tail runs");
+    // Ready once it says it follows (its consumer and subscription exist by then).
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let said = tokio::time::timeout(std::time::Duration::from_secs(30), err.next_line()).await.unwrap().unwrap();
+    assert!(said.unwrap_or_default().starts_with("following"));
+
+    ok(&c, "account.open", json!({"id": "tail-a", "owner": "ann"})).await;
+    ok(&c, "account.deposit", json!({"id": "tail-a", "amount": 50})).await;
+    ok(&c, "account.open", json!({"id": "tail-b", "owner": "bob"})).await;
+    ok(&c, "transfer.request", json!({"id": "t-tail", "from": "tail-a", "to": "tail-b", "amount": 20})).await;
+    finished(&c, "transfer", "t-tail").await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Eddy-Reactor", "watcher");
+    c.publish_with_headers("alerts.big", h, "{\"x\":1}".into()).await.unwrap();
+    c.flush().await.unwrap();
+
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let wanted = [
+        "events.account.tail-a MoneyDeposited",
+        "saga transfer t-tail: debit -> credit",
+        "publish alerts.big by watcher",
+    ];
+    let all = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = out.next_line().await {
+            seen.push(line);
+            if wanted.iter().all(|w| seen.iter().any(|l| l.contains(w))) {
+                return;
+            }
+        }
+    });
+    assert!(all.await.is_ok(), "tail shows {wanted:?}: {seen:#?}");
+    stop(running).await;
+}

@@ -7,6 +7,7 @@ mod record;
 mod replay;
 mod sagas;
 mod send;
+mod tail;
 mod views;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ pub use record::{parse_time, record};
 pub use replay::{replay, FormatArg, ReplayArgs};
 pub use sagas::{sagas, SagasArgs};
 pub use send::{send, SendHeaders};
+pub use tail::tail;
 pub use views::{query, views, QueryArgs};
 
 /// Logs of the client verbs: text to stderr, `RUST_LOG` filters (default `info`); `eddy run` sets up its
