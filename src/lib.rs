@@ -7,5 +7,6 @@ pub mod record;
 pub mod replay;
 pub mod seed;
 pub mod telemetry;
+pub mod timeline;
 
 pub use app::{load, run, Running, Settings};

@@ -135,5 +135,13 @@ async fn tail_follows_events_saga_transitions_and_publishes() {
         }
     });
     assert!(all.await.is_ok(), "tail shows {wanted:?}: {seen:#?}");
+
+    // `eddy sagas <saga> <id>` prints the console's timeline: commands with their replies.
+    let shown = eddy(&["sagas", "transfer", "t-tail"], &nats.url()).await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    for line in ["sent account.withdraw", "reply: ok: MoneyWithdrawn", "sent account.deposit", "-> completed"] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
     stop(running).await;
 }

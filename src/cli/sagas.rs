@@ -28,6 +28,14 @@ pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyh
         }
         if reply["ok"] == true {
             print_instance(&reply["instance"]);
+            // The same timeline as the console's instance page, read from the saga's log.
+            let config = super::load_or_default(config)?;
+            let (client, _url) = server.connect(&config, "eddy-cli").await?;
+            let store = eddy_engine::store::EventStore::attach(client, &config.engine);
+            match eddy::timeline::load(&store, &args.saga, id).await {
+                Ok(steps) => print!("timeline\n{}", eddy::timeline::text(&steps)),
+                Err(e) => eprintln!("reading the saga's log: {e}"),
+            }
         }
         return Ok(finish(&reply));
     }
