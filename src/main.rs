@@ -58,7 +58,9 @@ enum Verb {
     },
     /// Show an aggregate's events, each with the state after it.
     History {
+        /// The aggregate's name in the config, e.g. account.
         aggregate: String,
+        /// The aggregate id, e.g. a1.
         id: String,
         /// Show the state as it was at this version.
         #[arg(long)]
@@ -97,7 +99,9 @@ enum Verb {
     },
     /// A saga's instances (state, age, last transition), or one instance's history: eddy sagas transfer t1
     Sagas {
+        /// The saga's name in the config, e.g. transfer.
         saga: String,
+        /// One instance's id (its timeline); without it, the instances are listed.
         id: Option<String>,
         /// Only instances in this state.
         #[arg(long)]
@@ -121,7 +125,9 @@ enum Verb {
     },
     /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
     Query {
+        /// The view's name in the config, e.g. balances.
         view: String,
+        /// The document's key (omit with --list).
         key: Option<String>,
         /// List documents in key order instead of getting one.
         #[arg(long)]
@@ -206,7 +212,10 @@ enum Verb {
 #[derive(Subcommand)]
 enum ViewsAction {
     /// Build a new copy beside the old one; queries switch once it has caught up.
-    Rebuild { name: String },
+    Rebuild {
+        /// The view's name in the config.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {

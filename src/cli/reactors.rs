@@ -11,9 +11,15 @@ use super::views::{finish, print_json, request};
 #[derive(clap::Subcommand)]
 pub enum ReactorsAction {
     /// Resume a failed reactor and re-drive the events and actions it parked.
-    Retry { name: String },
+    Retry {
+        /// The reactor's name in the config.
+        name: String,
+    },
     /// Rebuild the reactor's state from history; actions already run are not repeated.
-    Rebuild { name: String },
+    Rebuild {
+        /// The reactor's name in the config.
+        name: String,
+    },
 }
 
 /// `eddy reactors`: a table of every reactor, or one action.
