@@ -6,4 +6,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/install-nats.sh
 if [ "$#" -eq 0 ]; then set -- run --config config/examples/bank; fi
-exec cargo run --release --quiet --bin eddy -- "$@"
+# The first release build takes several minutes on a small machine: say so, and let cargo show its progress.
+if [ ! -x "${CARGO_TARGET_DIR:-target}/release/eddy" ]; then
+    echo "building eddy (release): the first build takes several minutes; later ones are quick" >&2
+fi
+cargo build --release --bin eddy
+exec "${CARGO_TARGET_DIR:-target}/release/eddy" "$@"

@@ -6,5 +6,7 @@ pub mod http;
 pub mod record;
 pub mod replay;
 pub mod seed;
+pub mod telemetry;
+pub mod timeline;
 
 pub use app::{load, run, Running, Settings};

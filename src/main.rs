@@ -24,8 +24,9 @@ struct Args {
 /// Where the config is: a TOML file or a directory of them.
 #[derive(clap::Args, Clone)]
 struct ConfigArg {
-    /// A TOML file, or a directory whose *.toml files are merged.
-    #[arg(long, env = "EDDY_CONFIG", default_value = "eddy.toml")]
+    /// A TOML file, or a directory whose *.toml files are merged. Accepted anywhere on the line
+    /// (`eddy views rebuild NAME -c X`).
+    #[arg(short = 'c', long, env = "EDDY_CONFIG", default_value = "eddy.toml", global = true)]
     config: PathBuf,
 }
 
@@ -67,11 +68,16 @@ enum Verb {
     },
     /// Show an aggregate's events, each with the state after it.
     History {
+        /// The aggregate's name in the config, e.g. account.
         aggregate: String,
+        /// The aggregate id, e.g. a1.
         id: String,
         /// Show the state as it was at this version.
         #[arg(long)]
         at_version: Option<u64>,
+        /// Print JSON: each event with the state after it.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -81,6 +87,9 @@ enum Verb {
     Views {
         #[command(subcommand)]
         action: Option<ViewsAction>,
+        /// Print the statuses as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -90,6 +99,9 @@ enum Verb {
     Reactors {
         #[command(subcommand)]
         action: Option<cli::ReactorsAction>,
+        /// Print the statuses as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -97,7 +109,9 @@ enum Verb {
     },
     /// A saga's instances (state, age, last transition), or one instance's history: eddy sagas transfer t1
     Sagas {
+        /// The saga's name in the config, e.g. transfer.
         saga: String,
+        /// One instance's id (its timeline); without it, the instances are listed.
         id: Option<String>,
         /// Steer the instance: `cancel`, or `move <state>`.
         #[arg(value_parser = ["cancel", "move"])]
@@ -122,6 +136,9 @@ enum Verb {
         /// At most this many instances (default 100).
         #[arg(long)]
         limit: Option<usize>,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -129,7 +146,9 @@ enum Verb {
     },
     /// Query a view: eddy query balances a1, or eddy query balances --list --where 'doc.balance > 100'
     Query {
+        /// The view's name in the config, e.g. balances.
         view: String,
+        /// The document's key (omit with --list).
         key: Option<String>,
         /// List documents in key order instead of getting one.
         #[arg(long)]
@@ -195,6 +214,17 @@ enum Verb {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Follow the stream live: events, saga transitions, and publishes on other --subjects: eddy tail
+    Tail {
+        /// Subject filters (repeatable): under `events.` they filter the stream (default events.>); others
+        /// are followed as core NATS (a rule's publishes).
+        #[arg(long = "subjects", value_name = "SUBJECT")]
+        subjects: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: cli::Conn,
+    },
     /// Benchmarks against the raw JetStream floor measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchVerb),
@@ -203,12 +233,18 @@ enum Verb {
 #[derive(Subcommand)]
 enum ViewsAction {
     /// Build a new copy beside the old one; queries switch once it has caught up.
-    Rebuild { name: String },
+    Rebuild {
+        /// The view's name in the config.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_tracing();
+    // `eddy run` sets up logging from its config ([log], [telemetry]).
+    if !matches!(args.verb, Verb::Run(_)) {
+        cli::init_tracing();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.verb {
@@ -218,15 +254,17 @@ fn main() -> ExitCode {
                 let headers = cli::SendHeaders { command_id, expected_version, correlation_id, wait };
                 cli::send(&config.config, &server, &target, &body, headers).await
             }
-            Verb::History { aggregate, id, at_version, config, server } => {
-                cli::history(&config.config, &server, &aggregate, &id, at_version).await
+            Verb::History { aggregate, id, at_version, json, config, server } => {
+                cli::history(&config.config, &server, &aggregate, &id, at_version, json).await
             }
-            Verb::Views { action, config, server } => {
+            Verb::Views { action, json, config, server } => {
                 let rebuild = action.map(|ViewsAction::Rebuild { name }| name);
-                cli::views(&config.config, &server, rebuild).await
+                cli::views(&config.config, &server, rebuild, json).await
             }
-            Verb::Reactors { action, config, server } => cli::reactors(&config.config, &server, action).await,
-            Verb::Sagas { saga, id, steer, to, by, reason, state, stuck, active, limit, config, server } => {
+            Verb::Reactors { action, json, config, server } => {
+                cli::reactors(&config.config, &server, action, json).await
+            }
+            Verb::Sagas { saga, id, steer, to, by, reason, state, stuck, active, limit, json, config, server } => {
                 match (steer, id) {
                     (Some(action), Some(id)) => {
                         let by = by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into());
@@ -234,7 +272,7 @@ fn main() -> ExitCode {
                         cli::steer(&config.config, &server, steer).await
                     }
                     (_, id) => {
-                        let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit };
+                        let args = cli::SagasArgs { saga, id, state, stuck_secs: stuck, active, limit, json };
                         cli::sagas(&config.config, &server, args).await
                     }
                 }
@@ -253,9 +291,12 @@ fn main() -> ExitCode {
             Verb::Replay { recording, format, out, check, update, config } => {
                 cli::replay(&config.config, cli::ReplayArgs { recording, format, out, check, update })
             }
+            Verb::Tail { subjects, config, server } => cli::tail(&config.config, &server, subjects).await,
             Verb::Bench(verb) => bench::run(verb).await,
         }
     });
+    // Outside the runtime: the span exporter's client blocks while it flushes.
+    eddy::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

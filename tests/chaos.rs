@@ -45,6 +45,7 @@ fn event(seq: u64, aggregate: &str, id: &str, event_type: &str, command_id: &str
             command_id: command_id.into(),
             correlation_id: String::new(),
             causation_id: String::new(),
+            traceparent: String::new(),
             data,
         },
     }

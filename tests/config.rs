@@ -67,3 +67,9 @@ fn misspelt_inputs_and_state_keys_are_config_errors_with_suggestions() {
     let errors = eddy::load(&common::root().join("tests/fixtures/typos")).unwrap_err();
     insta::assert_snapshot!(errors.to_string());
 }
+
+#[test]
+fn http_telemetry_and_log_errors_are_reported_with_file_and_key() {
+    let errors = eddy::load(&common::root().join("tests/fixtures/bad-observability")).unwrap_err();
+    insta::assert_snapshot!(errors.to_string());
+}

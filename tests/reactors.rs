@@ -207,28 +207,6 @@ async fn replay_effects_acts_on_history() {
     stop(eddy).await;
 }
 
-const POISON_RULE: &str = r#"
-# Appended around eddy by the test; declared, so that the rule's pattern names a known event type.
-[aggregates.product.events.Enabled]
-apply = "{}"
-
-[reactors.ratio]
-kind = "rule"
-key = "'all'"
-initial = { divisor = 0, share = 0 }
-max_retries = 1
-on_error = "ON_ERROR"
-
-[reactors.ratio.update]
-"product.Enabled" = "{'divisor': 1}"
-"product.StockAdded" = "{'share': event.quantity / state.divisor}"
-
-[[reactors.ratio.then]]
-when = "state.share != prev.share"
-publish = "ratio.changed"
-data = "{'share': state.share}"
-"#;
-
 async fn poison_setup(on_error: &str) -> (TestServer, Client, eddy::Running, tempfile::TempDir) {
     let nats = TestServer::start().await;
     let c = nats.client().await;

@@ -18,6 +18,8 @@ pub mod headers {
     pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
     pub const SERVICE_ERROR: &str = "Nats-Service-Error";
     pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+    /// W3C trace context of the command (or action) that stored the event.
+    pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
 }
 
 /// The subject of an aggregate's events.
@@ -50,6 +52,9 @@ pub struct StoredEvent {
     pub command_id: String,
     pub correlation_id: String,
     pub causation_id: String,
+    /// The `traceparent` it was stored with (empty: none, as before tracing).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub traceparent: String,
     pub data: Json,
 }
 
@@ -104,6 +109,7 @@ impl StoredEvent {
             command_id: text(headers::COMMAND_ID),
             correlation_id: text(headers::CORRELATION_ID),
             causation_id: text(headers::CAUSATION_ID),
+            traceparent: text(headers::TRACEPARENT),
             data,
         })
     }
@@ -120,6 +126,8 @@ pub struct OutgoingEvent {
     pub causation_id: String,
     /// Idempotency key for JetStream's duplicate window.
     pub msg_id: String,
+    /// W3C `traceparent` (empty: none).
+    pub traceparent: String,
     pub data: Json,
 }
 
@@ -136,6 +144,7 @@ impl OutgoingEvent {
             command_id: self.command_id,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
+            traceparent: self.traceparent,
             data: self.data,
         }
     }
@@ -150,6 +159,9 @@ impl OutgoingEvent {
         h.insert(headers::CORRELATION_ID, self.correlation_id.as_str());
         h.insert(headers::CAUSATION_ID, self.causation_id.as_str());
         h.insert(headers::MSG_ID, self.msg_id.as_str());
+        if !self.traceparent.is_empty() {
+            h.insert(headers::TRACEPARENT, self.traceparent.as_str());
+        }
         h
     }
 }
@@ -175,6 +187,7 @@ mod tests {
             correlation_id: "k1".into(),
             causation_id: "c1".into(),
             msg_id: "m".into(),
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             data: serde_json::json!({"amount": 5}),
         };
         let payload = serde_json::to_vec(&out.data).unwrap();

@@ -106,7 +106,10 @@ impl Engine {
         let token = stop.clone();
         let tasks = vec![tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await })];
         round_trip(&client).await?;
-        tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), "eddy is serving commands");
+        // The absolute path: a relative data_dir resolves against the working directory, and an engine started
+        // from elsewhere would otherwise start an empty store unnoticed.
+        let data_dir = std::path::absolute(&config.engine.data_dir).unwrap_or_else(|_| config.engine.data_dir.clone());
+        tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), data_dir = %data_dir.display(), "eddy is serving commands");
         Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
     }
 

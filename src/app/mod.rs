@@ -80,6 +80,9 @@ impl Running {
         engine.own(tokio::spawn(eddy_projections::serve_admin(admin, views.clone(), stop.clone())));
         engine.own(tokio::spawn(reactor::serve_admin(reactor_admin, reactors.clone(), stop)));
         runtime::round_trip(engine.client()).await?;
+        if settings.engine.telemetry.metrics {
+            crate::http::metrics::install();
+        }
         let http = serve_http(&mut engine, &views, &reactors).await?;
         Ok(Running { engine, views, reactors, settings, http })
     }

@@ -12,31 +12,31 @@ use eddy_engine::config::{Config, ServerUrls, TlsConfig};
 pub struct Conn {
     /// NATS URL(s) of a running engine, comma-separated; default: the config's nats.url, else the embedded
     /// server's port.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub server: Option<String>,
     /// User name, with --password.
-    #[arg(long, requires = "password")]
+    #[arg(long, global = true, requires = "password")]
     pub user: Option<String>,
     /// Password, with --user. Other local users can read a command line: prefer EDDY_NATS__PASSWORD.
-    #[arg(long, requires = "user")]
+    #[arg(long, global = true, requires = "user")]
     pub password: Option<String>,
     /// Token. Other local users can read a command line: prefer EDDY_NATS__TOKEN.
-    #[arg(long, conflicts_with = "user")]
+    #[arg(long, global = true, conflicts_with = "user")]
     pub token: Option<String>,
     /// A .creds file (JWT and nkey seed).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub creds: Option<PathBuf>,
     /// A file holding an nkey seed.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub nkey: Option<PathBuf>,
     /// CA certificate to verify the server with (turns TLS on).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate for mutual TLS, with --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Client key for mutual TLS, with --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
 

@@ -7,6 +7,7 @@ mod record;
 mod replay;
 mod sagas;
 mod send;
+mod tail;
 mod validate;
 mod views;
 
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use eddy::Settings;
-use eddy_engine::config::Config;
+use eddy_engine::config::{Config, TelemetryConfig};
 use eddy_engine::runtime::Shutdown;
 
 pub use conn::Conn;
@@ -25,16 +26,15 @@ pub use record::{parse_time, record};
 pub use replay::{replay, FormatArg, ReplayArgs};
 pub use sagas::{sagas, steer, SagasArgs, SteerArgs};
 pub use send::{send, SendHeaders};
+pub use tail::tail;
 pub use validate::validate;
 pub use views::{query, views, QueryArgs};
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// Logs of the client verbs: text to stderr, `RUST_LOG` filters (default `info`); `eddy run` sets up its
+/// own from the config (`[log]`, `[telemetry]`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    // Colour only for a terminal: a log redirected to a file or a collector must not carry escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let defaults = (Default::default(), TelemetryConfig { otlp_endpoint: None, ..Default::default() });
+    eddy::telemetry::init(&defaults.0, &defaults.1).expect("no exporter to build");
 }
 
 /// Loads a config, or explains every error.
@@ -46,6 +46,7 @@ pub fn load(path: &Path) -> anyhow::Result<Settings> {
 /// `eddy run`: until SIGINT/SIGTERM (graceful), or a second one (immediate).
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let settings = load(path)?;
+    eddy::telemetry::init(&settings.engine.log, &settings.engine.telemetry)?;
     let shutdown = Shutdown::new();
     tokio::spawn(signals(shutdown.clone()));
     eddy::run(path.to_path_buf(), settings, shutdown).await.context("eddy stopped with an error")?;

@@ -5,19 +5,30 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::views::{finish, request};
+use super::views::{finish, print_json, request};
 
 /// What to do to one reactor.
 #[derive(clap::Subcommand)]
 pub enum ReactorsAction {
     /// Resume a failed reactor and re-drive the events and actions it parked.
-    Retry { name: String },
+    Retry {
+        /// The reactor's name in the config.
+        name: String,
+    },
     /// Rebuild the reactor's state from history; actions already run are not repeated.
-    Rebuild { name: String },
+    Rebuild {
+        /// The reactor's name in the config.
+        name: String,
+    },
 }
 
 /// `eddy reactors`: a table of every reactor, or one action.
-pub async fn reactors(config: &Path, server: &super::Conn, action: Option<ReactorsAction>) -> anyhow::Result<ExitCode> {
+pub async fn reactors(
+    config: &Path,
+    server: &super::Conn,
+    action: Option<ReactorsAction>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
     if let Some(action) = action {
         let (verb, name) = match action {
             ReactorsAction::Retry { name } => ("retry", name),
@@ -30,8 +41,8 @@ pub async fn reactors(config: &Path, server: &super::Conn, action: Option<Reacto
         return Ok(finish(&reply));
     }
     let reply = request(config, server, |p| format!("{p}.admin.reactors"), json!({})).await?;
-    if reply["ok"] != true {
-        return Ok(finish(&reply));
+    if reply["ok"] != true || json_out {
+        return Ok(print_json(&reply, json_out));
     }
     println!(
         "{:<24} {:<5} {:<11} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",

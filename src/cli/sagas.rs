@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use super::views::{finish, request};
+use super::views::{finish, print_json, request};
 
 /// Which instances to list.
 pub struct SagasArgs {
@@ -15,6 +15,8 @@ pub struct SagasArgs {
     pub stuck_secs: Option<u64>,
     pub active: bool,
     pub limit: Option<usize>,
+    /// Print the reply as JSON.
+    pub json: bool,
 }
 
 /// `eddy sagas <saga> <id> cancel | move <state>`.
@@ -45,16 +47,27 @@ pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyh
     if let Some(id) = &args.id {
         let body = json!({"saga": args.saga, "id": id});
         let reply = request(config, server, |p| format!("{p}.admin.sagas.get"), body).await?;
+        if args.json {
+            return Ok(print_json(&reply, true));
+        }
         if reply["ok"] == true {
             print_instance(&reply["instance"]);
+            // The same timeline as the console's instance page, read from the saga's log.
+            let config = super::load_or_default(config)?;
+            let (client, _url) = server.connect(&config, "eddy-cli").await?;
+            let store = eddy_engine::store::EventStore::attach(client, &config.engine);
+            match eddy::timeline::load(&store, &args.saga, id).await {
+                Ok(steps) => print!("timeline\n{}", eddy::timeline::text(&steps)),
+                Err(e) => eprintln!("reading the saga's log: {e}"),
+            }
         }
         return Ok(finish(&reply));
     }
     let body = json!({"saga": args.saga, "state": args.state, "stuck_secs": args.stuck_secs,
         "active": args.active, "limit": args.limit});
     let reply = request(config, server, |p| format!("{p}.admin.sagas"), body).await?;
-    if reply["ok"] != true {
-        return Ok(finish(&reply));
+    if reply["ok"] != true || args.json {
+        return Ok(print_json(&reply, args.json));
     }
     println!("{:<28} {:<14} {:>10} {:>10}  LAST TRANSITION", "INSTANCE", "STATE", "AGE", "IN STATE");
     for i in reply["items"].as_array().into_iter().flatten() {

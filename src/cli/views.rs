@@ -39,7 +39,12 @@ pub(super) fn finish(reply: &Value) -> ExitCode {
 }
 
 /// `eddy views`: a table of every view; `eddy views rebuild NAME`.
-pub async fn views(config: &Path, server: &super::Conn, rebuild: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn views(
+    config: &Path,
+    server: &super::Conn,
+    rebuild: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
     if let Some(name) = rebuild {
         let reply = request(config, server, |p| format!("{p}.admin.views.rebuild"), json!({"name": name})).await?;
         if reply["ok"] == true {
@@ -48,8 +53,8 @@ pub async fn views(config: &Path, server: &super::Conn, rebuild: Option<String>)
         return Ok(finish(&reply));
     }
     let reply = request(config, server, |p| format!("{p}.admin.views"), json!({})).await?;
-    if reply["ok"] != true {
-        return Ok(finish(&reply));
+    if reply["ok"] != true || json_out {
+        return Ok(print_json(&reply, json_out));
     }
     println!(
         "{:<24} {:<11} {:>10} {:>8} {:>10} {:>7} {:>7}",
@@ -103,6 +108,11 @@ pub async fn query(config: &Path, server: &super::Conn, args: QueryArgs) -> anyh
         let Some(key) = args.key else { bail!("give a key, or --list") };
         let body = json!({"key": key, "min_seq": args.min_seq});
         let reply = request(config, server, |p| format!("{p}.query.{view}.get"), body).await?;
+        if reply["ok"] == true && reply["doc"].is_null() {
+            // Like `history` of a missing id: a missing document is an answer, but not a success.
+            eprintln!("{view} has no document `{key}`");
+            return Ok(ExitCode::FAILURE);
+        }
         if reply["ok"] == true {
             println!("{}", serde_json::to_string_pretty(&reply["doc"])?);
         }
@@ -130,4 +140,12 @@ pub async fn query(config: &Path, server: &super::Conn, args: QueryArgs) -> anyh
             _ => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+/// `--json`: the reply as it came, pretty-printed on stdout (a failure too), with the exit code it means.
+pub(super) fn print_json(reply: &serde_json::Value, json_out: bool) -> ExitCode {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+    }
+    finish(reply)
 }

@@ -1,5 +1,6 @@
 //! Who may use the HTTP API: `[http] tokens` as bearer tokens with scopes (`commands`, `queries`, `admin`);
-//! with no tokens configured, only clients on loopback. Shared by the API and the console's actions.
+//! with no tokens configured, only clients on loopback. Shared by the API and the console's actions, which
+//! also take the operator token (`[http] token`), as a bearer token or the form field the buttons send.
 
 use std::net::SocketAddr;
 
@@ -63,6 +64,42 @@ pub fn authorize(
     }
 }
 
+/// Why a console action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("this needs the operator token ([http] token) or a token with the admin scope: none was given")]
+    Missing,
+    #[error("the token given is neither the operator token nor one with the admin scope")]
+    Wrong,
+}
+
+/// Checks a console action (`Scope::Admin`): with no token configured at all, allowed (the listener is on
+/// loopback unless configured otherwise); otherwise the operator token, or an API token with the scope, must
+/// come as `Authorization: Bearer` or as the form's `token` field.
+pub fn check(http: &HttpConfig, headers: &HeaderMap, form_token: Option<&str>, scope: Scope) -> Result<(), Denied> {
+    let operator = http.token.as_deref().filter(|t| !t.is_empty());
+    if operator.is_none() && http.tokens.is_empty() {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer.or(form_token).filter(|t| !t.is_empty()).ok_or(Denied::Missing)?;
+    let is_operator = operator.is_some_and(|o| constant_time_eq(given.as_bytes(), o.as_bytes()));
+    let scoped = http
+        .tokens
+        .values()
+        .filter(|t| constant_time_eq(t.token.as_bytes(), given.as_bytes()))
+        .any(|t| t.scopes.iter().any(|s| s == scope.name()));
+    if is_operator || scoped {
+        Ok(())
+    } else {
+        Err(Denied::Wrong)
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not tell how much of a guess is right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -6,7 +6,9 @@
 
 mod api;
 pub mod auth;
+mod console;
 mod health;
+pub mod metrics;
 mod state;
 
 use std::net::SocketAddr;
@@ -28,7 +30,12 @@ pub enum Error {
 
 /// Every room's routes, sharing one state.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).merge(api::router()).with_state(state)
+    Router::new()
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(console::router())
+        .merge(api::router())
+        .with_state(state)
 }
 
 /// A listener being served.
@@ -54,6 +61,6 @@ pub async fn serve(listen: &str, state: AppState, stop: CancellationToken) -> Re
             tracing::error!(error = %e, "the HTTP listener stopped");
         }
     });
-    tracing::info!(%addr, "HTTP listening (console, /metrics, /healthz, /readyz)");
+    tracing::info!(%addr, "HTTP listening (console, /v1 API, /metrics, /healthz, /readyz)");
     Ok(Server { addr, task })
 }

@@ -182,6 +182,7 @@ impl<'a> Run<'a> {
                 command_id: timer.effect_id.clone(),
                 correlation_id: timer.correlation_id,
                 causation_id: timer.effect_id,
+                traceparent: String::new(),
                 data: timer.data,
             };
             self.timers_fired += 1;

@@ -210,6 +210,7 @@ pub async fn append_raw(client: &Client, aggregate: &str, id: &str, event_type: 
         correlation_id: String::new(),
         causation_id: String::new(),
         msg_id: uuid::Uuid::new_v4().to_string(),
+        traceparent: String::new(),
         data,
     };
     match store.append(aggregate, id, expected, &[event]).await.expect("append") {
@@ -324,3 +325,27 @@ pub async fn reactors_running(client: &Client, reactors: &[&str]) {
         assert!(running, "{name} runs: {}", reactor_status(client, name).await);
     }
 }
+
+/// A rule whose update divides by zero until `product.Enabled` sets the divisor: a poison event, handled
+/// by `on_error` (replace `ON_ERROR`).
+pub const POISON_RULE: &str = r#"
+# Appended around eddy by the test; declared, so that the rule's pattern names a known event type.
+[aggregates.product.events.Enabled]
+apply = "{}"
+
+[reactors.ratio]
+kind = "rule"
+key = "'all'"
+initial = { divisor = 0, share = 0 }
+max_retries = 1
+on_error = "ON_ERROR"
+
+[reactors.ratio.update]
+"product.Enabled" = "{'divisor': 1}"
+"product.StockAdded" = "{'share': event.quantity / state.divisor}"
+
+[[reactors.ratio.then]]
+when = "state.share != prev.share"
+publish = "ratio.changed"
+data = "{'share': state.share}"
+"#;

@@ -58,6 +58,7 @@ fn event() -> StoredEvent {
         command_id: "c".into(),
         correlation_id: "k".into(),
         causation_id: "c".into(),
+        traceparent: String::new(),
         data: json!({"amount": 3, "items": [1, 2], "a": "x"}),
     }
 }

@@ -152,6 +152,7 @@ mod tests {
             command_id: "c1".into(),
             correlation_id: "k1".into(),
             causation_id: "c0".into(),
+            traceparent: String::new(),
             data: json!({"amount": 7, "price": 1.5, "name": "héllo", "flag": true, "nested": {"x": 1}, "list": [1, 2],
                          "big": 18446744073709551615u64}),
         };

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::Value as Json;
+use tracing::Instrument;
 
 use super::cache::Entry;
 use super::CommandService;
@@ -11,6 +12,7 @@ use crate::aggregate::{input, Aggregate, CommandMeta, DecideError, EventMeta};
 use crate::api::{ErrorCode, Failure, Reply, ReplyEvent, Success};
 use crate::envelope::OutgoingEvent;
 use crate::store::{self, Appended};
+use crate::telemetry::{self, TraceParent};
 
 /// How often a command is decided again after its append lost a race, before giving up.
 const MAX_ATTEMPTS: usize = 16;
@@ -28,6 +30,8 @@ pub struct CommandContext {
     pub causation_id: Option<String>,
     /// The reactor lease it is sent under: appended only while that still holds (see `fence.rs`).
     pub fence: Option<super::Fence>,
+    /// The caller's W3C trace context; the command's span is its child (a new trace without one).
+    pub traceparent: Option<TraceParent>,
 }
 
 fn fail(code: ErrorCode, message: impl AsRef<str>) -> Failure {
@@ -44,11 +48,23 @@ fn store_failure(e: store::Error) -> Failure {
 
 impl CommandService {
     /// Executes `<aggregate>.<command>` with a JSON `body` and returns the reply.
+    /// Records `eddy_commands_total` and `eddy_command_duration_seconds`, and runs the command in a span
+    /// whose trace its events carry.
     pub async fn execute(&self, aggregate: &str, command: &str, body: &[u8], ctx: CommandContext) -> Arc<Reply> {
-        match self.try_execute(aggregate, command, body, ctx).await {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("command", otel.name = %format!("{aggregate}.{command}"), aggregate, command);
+        let trace = telemetry::trace::adopt(&span, ctx.traceparent);
+        let reply = match self.try_execute(aggregate, command, body, ctx, trace).instrument(span).await {
             Ok(reply) => reply,
             Err(failure) => Arc::new(Reply::failure(failure)),
-        }
+        };
+        // Labels only for configured names: a request cannot mint label values.
+        let known = self.aggregates.get(aggregate).is_some_and(|a| a.commands.contains_key(command));
+        let (a, c) =
+            if known { (aggregate, command) } else { (telemetry::metrics::UNKNOWN, telemetry::metrics::UNKNOWN) };
+        let outcome = reply.error.as_ref().map_or("ok", |f| f.code.as_str());
+        telemetry::metrics::command(a, c, outcome, started.elapsed());
+        reply
     }
 
     async fn try_execute(
@@ -57,6 +73,7 @@ impl CommandService {
         command_name: &str,
         body: &[u8],
         ctx: CommandContext,
+        trace: TraceParent,
     ) -> Result<Arc<Reply>, Failure> {
         let aggregate = self
             .aggregates
@@ -157,6 +174,7 @@ impl CommandService {
                     correlation_id: correlation_id.clone(),
                     causation_id: causation_id.clone(),
                     msg_id: format!("{aggregate_name}:{id}:{command_id}:{i}"),
+                    traceparent: trace.to_string(),
                     data: e.data,
                 })
                 .collect();

@@ -119,6 +119,8 @@ pub fn context_from_headers(h: Option<&HeaderMap>) -> Result<CommandContext, Fai
         correlation_id: id(headers::CORRELATION_ID)?,
         causation_id: id(headers::CAUSATION_ID)?,
         fence,
+        // A malformed traceparent is dropped, as W3C asks: the command starts a trace of its own.
+        traceparent: crate::telemetry::TraceParent::from_headers(h),
     })
 }
 

@@ -11,12 +11,16 @@ use super::{ConfigErrors, Source};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3339";
 
 /// The HTTP listener.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` to listen on (`127.0.0.1:3339` by default; port 0 picks a free one). Empty turns HTTP
     /// off. Overridden by `EDDY_HTTP__LISTEN`.
     pub listen: String,
+    /// The operator token: when set, the console's buttons (retry, rebuild) need it (or a `tokens` entry with
+    /// the `admin` scope). Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// Bearer tokens of the HTTP API, by name (`[http.tokens.<name>]`, or `EDDY_HTTP__TOKENS__<NAME>__TOKEN`).
     /// Without any, the API answers only clients on loopback.
     pub tokens: BTreeMap<String, HttpToken>,
@@ -24,7 +28,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: DEFAULT_LISTEN.into(), tokens: BTreeMap::new() }
+        Self { listen: DEFAULT_LISTEN.into(), token: None, tokens: BTreeMap::new() }
     }
 }
 
@@ -51,6 +55,17 @@ impl std::fmt::Debug for HttpToken {
     }
 }
 
+/// Never prints the operator token (configs are logged and shown in errors).
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
 impl HttpConfig {
     /// Whether HTTP is served at all.
     pub fn enabled(&self) -> bool {
@@ -65,6 +80,12 @@ pub(super) fn validate(http: &HttpConfig, source: &Source, errors: &mut ConfigEr
             "http.listen",
             "must be host:port (e.g. 127.0.0.1:3339, [::1]:3339, 0.0.0.0:3339), or empty to turn HTTP off",
         );
+    }
+    if let Some(token) = &http.token {
+        if token.chars().count() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let message = format!("at least {MIN_TOKEN_LEN} characters, without spaces");
+            errors.push(source.file_of("http.token"), "http.token", message);
+        }
     }
     for (name, t) in &http.tokens {
         let key = format!("http.tokens.{name}");

@@ -6,6 +6,7 @@ mod http;
 mod nats;
 mod source;
 mod suggest;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use http::{HttpConfig, HttpToken, DEFAULT_LISTEN, SCOPES};
 pub use nats::{ServerUrls, SyncMode};
 pub use source::{from_value, Source};
 pub use suggest::did_you_mean;
+pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
 
 use crate::aggregate::Aggregate;
 
@@ -133,7 +135,11 @@ impl Config {
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
         let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
         let http = source.extract::<HttpConfig>("http", &mut errors).unwrap_or_default();
-        errors.into_result(Config { nats, engine, http, aggregates: BTreeMap::new(), path: path.to_path_buf() })
+        let telemetry = source.extract::<TelemetryConfig>("telemetry", &mut errors).unwrap_or_default();
+        let log = source.extract::<LogConfig>("log", &mut errors).unwrap_or_default();
+        let config =
+            Config { nats, engine, http, telemetry, log, aggregates: BTreeMap::new(), path: path.to_path_buf() };
+        errors.into_result(config)
     }
 }
 
@@ -146,6 +152,10 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The HTTP listener (health, metrics, console, API).
     pub http: HttpConfig,
+    /// Metrics and trace export.
+    pub telemetry: TelemetryConfig,
+    /// The log format.
+    pub log: LogConfig,
     /// The aggregates by name.
     pub aggregates: BTreeMap<String, Arc<Aggregate>>,
     /// The path it was loaded from.
@@ -170,6 +180,9 @@ impl Config {
         let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
         let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
         let http = source.extract::<HttpConfig>("http", &mut errors).unwrap_or_default();
+        let telemetry = source.extract::<TelemetryConfig>("telemetry", &mut errors).unwrap_or_default();
+        let log = source.extract::<LogConfig>("log", &mut errors).unwrap_or_default();
+        telemetry::validate(&telemetry, &source, &mut errors);
         validate_nats(&nats, &source, &mut errors);
         validate_engine(&engine, &source, &mut errors);
         http::validate(&http, &source, &mut errors);
@@ -181,7 +194,7 @@ impl Config {
         }
         for key in source.top_level_keys() {
             match key.as_str() {
-                "nats" | "engine" | "http" | "aggregates" => {}
+                "nats" | "engine" | "http" | "telemetry" | "log" | "aggregates" => {}
                 k if claimed.contains(&k) => {}
                 k if NOT_YET_SUPPORTED.contains(&k) => {
                     errors.push(source.file_of(k), k, "not supported yet by this version of eddy")
@@ -194,7 +207,7 @@ impl Config {
                 }
             }
         }
-        let config = Config { nats, engine, http, aggregates, path: path.to_path_buf() };
+        let config = Config { nats, engine, http, telemetry, log, aggregates, path: path.to_path_buf() };
         let extra = extra(&source, &config, &mut errors);
         errors.into_result((config, extra))
     }

@@ -8,7 +8,7 @@ use figment::value::Value;
 use figment::Figment;
 use serde::de::DeserializeOwned;
 
-use super::{ConfigErrors, EngineConfig, HttpConfig, NatsConfig};
+use super::{ConfigErrors, EngineConfig, HttpConfig, LogConfig, NatsConfig, TelemetryConfig};
 
 /// Env vars with the `EDDY_` prefix that are not config keys.
 const NON_CONFIG_ENV: &[&str] = &["nats_server", "config", "log"];
@@ -38,7 +38,9 @@ impl Source {
         let mut figment = Figment::new()
             .merge(Serialized::default("nats", NatsConfig::default()))
             .merge(Serialized::default("engine", EngineConfig::default()))
-            .merge(Serialized::default("http", HttpConfig::default()));
+            .merge(Serialized::default("http", HttpConfig::default()))
+            .merge(Serialized::default("telemetry", TelemetryConfig::default()))
+            .merge(Serialized::default("log", LogConfig::default()));
         let mut owners: BTreeMap<String, (String, bool)> = BTreeMap::new();
         for file in &files {
             let shown = display_path(&root, file);
@@ -81,6 +83,8 @@ impl Source {
             .merge(Serialized::default("nats", NatsConfig::default()))
             .merge(Serialized::default("engine", EngineConfig::default()))
             .merge(Serialized::default("http", HttpConfig::default()))
+            .merge(Serialized::default("telemetry", TelemetryConfig::default()))
+            .merge(Serialized::default("log", LogConfig::default()))
             .merge(env());
         Source::merged(figment, PathBuf::new(), &mut ConfigErrors::default())
     }

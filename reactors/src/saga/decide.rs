@@ -13,6 +13,7 @@ use eddy_engine::host::reactor::call::{self, Failure as CallFailure, Replied};
 use eddy_engine::host::reactor::steer::{Steer, SteerAction, STEERED};
 use eddy_engine::host::reactor::{Action, Append, Entries, Outcome};
 use eddy_engine::store::timer_subject;
+use eddy_engine::telemetry::TraceParent;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value as Json};
 
@@ -443,6 +444,8 @@ impl Saga {
             data: json!(entered),
             msg_id: format!("{}:{}:enter", self.name, event.seq),
             correlation_id: self.correlation(id),
+            // The transition joins the trace of the event that caused it.
+            traceparent: TraceParent::parse(&event.traceparent).map(|t| t.child().to_string()).unwrap_or_default(),
         };
         Ok((append, entered))
     }

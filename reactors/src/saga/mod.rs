@@ -100,7 +100,13 @@ impl Logic for Saga {
     }
 
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
-        self.decide(event, &Stored(state), false).map(Decided::into_outcome)
+        let outcome = self.decide(event, &Stored(state), false).map(Decided::into_outcome)?;
+        if outcome.append.is_some() {
+            // From the trigger's store time to the transition decided: how long the saga took to move.
+            let took = (chrono::Utc::now() - event.time).to_std().unwrap_or_default();
+            eddy_engine::telemetry::metrics::saga_transition(&self.name, took);
+        }
+        Ok(outcome)
     }
 
     fn handle_ahead(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
@@ -130,6 +136,7 @@ impl Logic for Saga {
             data: json!(rejected),
             msg_id: format!("{}:rejected", pending.id),
             correlation_id: pending.correlation_id.clone(),
+            traceparent: pending.child_trace(),
         })
     }
 
@@ -156,6 +163,8 @@ impl Logic for Saga {
             // Replaced by the admin endpoint with one per request.
             msg_id: format!("{}:{key}:{what}", self.name),
             correlation_id: self.correlation(key),
+            // An operator's request starts a trace of its own.
+            traceparent: eddy_engine::telemetry::TraceParent::root().to_string(),
         })
     }
 

@@ -74,8 +74,21 @@ impl Effects {
         self.commands.store()
     }
 
-    /// Runs `pending` once, under the reactor's lease `fence`.
+    /// Runs `pending` once, under the reactor's lease `fence`, counted in `eddy_reactor_actions_total`.
     pub async fn run(&self, reactor: &str, pending: &Pending, fence: &Fence) -> Result<Done, Failed> {
+        let result = self.run_once(reactor, pending, fence).await;
+        let outcome = match &result {
+            Ok(Done::Command(Some(_))) => "rejected",
+            Ok(_) => "ok",
+            Err(Failed::Transient(_)) => "transient",
+            Err(Failed::Disconnected(_)) => "disconnected",
+            Err(Failed::Permanent(_)) => "permanent",
+        };
+        crate::telemetry::metrics::reactor_action(reactor, pending.action.kind(), outcome);
+        result
+    }
+
+    async fn run_once(&self, reactor: &str, pending: &Pending, fence: &Fence) -> Result<Done, Failed> {
         let result = match &pending.action {
             Action::Command { aggregate, command, data } => {
                 self.command(pending, aggregate, command, data, fence).await
@@ -94,6 +107,7 @@ impl Effects {
                     correlation_id: pending.correlation_id.clone(),
                     causation_id: pending.id.clone(),
                     msg_id: pending.id.clone(),
+                    traceparent: pending.child_trace(),
                     data: data.clone(),
                 };
                 let store = self.commands.store();
@@ -135,6 +149,7 @@ impl Effects {
                 correlation_id: Some(p.correlation_id.clone()).filter(|c| !c.is_empty()),
                 causation_id: Some(p.id.clone()),
                 fence: Some(fence.clone()),
+                traceparent: p.trace(),
             };
             self.commands.execute(aggregate, command, &body, ctx).await.error.clone()
         } else {
@@ -172,6 +187,9 @@ impl Effects {
         if !p.correlation_id.is_empty() {
             h.insert(headers::CORRELATION_ID, p.correlation_id.as_str());
         }
+        if let Some(trace) = p.trace() {
+            h.insert(headers::TRACEPARENT, trace.child().to_string().as_str());
+        }
         let subject = format!("{}.cmd.{aggregate}.{command}", self.api_prefix);
         let request = async_nats::Request::new().headers(h).payload(body.into()).timeout(Some(Duration::from_secs(10)));
         let reply = self.client.send_request(subject.clone(), request).await.map_err(|e| match e.kind() {
@@ -197,6 +215,7 @@ impl Effects {
         if !p.correlation_id.is_empty() {
             h.insert(headers::CORRELATION_ID, p.correlation_id.as_str());
         }
+        h.insert(headers::TRACEPARENT, p.child_trace().as_str());
         let payload = serde_json::to_vec(data).expect("JSON serializes");
         self.client
             .publish_with_headers(subject.to_string(), h, payload.into())
@@ -286,6 +305,7 @@ impl Effects {
                 correlation_id: if p.correlation_id.is_empty() { p.id.clone() } else { p.correlation_id.clone() },
                 causation_id: p.id.clone(),
                 msg_id: p.id.clone(),
+                traceparent: p.child_trace(),
                 data: data.clone(),
             };
             match store.append(aggregate, key, expected, &[event]).await.map_err(unavailable)? {

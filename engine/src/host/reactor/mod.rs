@@ -27,6 +27,7 @@ use serde_json::{Map, Value as Json};
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
 pub use runner::Status;
+pub use sagas::{census, Census};
 pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use state::{Counters, Parked, Pending, ReactorState};
 pub use watermark::{bucket_name, Mark};
@@ -140,6 +141,8 @@ pub struct Append {
     /// `Nats-Msg-Id`, so a repeat after a crash is stored once.
     pub msg_id: String,
     pub correlation_id: String,
+    /// The trace of the event that caused it (empty: none).
+    pub traceparent: String,
 }
 
 impl Append {
@@ -153,6 +156,7 @@ impl Append {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.msg_id.clone(),
             msg_id: self.msg_id.clone(),
+            traceparent: self.traceparent.clone(),
             data: self.data.clone(),
         }
     }

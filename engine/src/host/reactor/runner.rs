@@ -356,6 +356,7 @@ impl Runner {
                 correlation_id: correlation_id.clone(),
                 action,
                 redriven: force,
+                traceparent: event.traceparent.clone(),
             });
         }
     }

@@ -138,3 +138,23 @@ fn answered_by(reactors: &Reactors, saga: &str, reply: &mut Json) {
         reply["position"] = json!(status.position);
     }
 }
+
+/// How many instances of a saga are in each state, and how many have a timer armed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Census {
+    pub by_state: BTreeMap<String, u64>,
+    pub timers: u64,
+}
+
+/// Counts a saga's instances (for `eddy_saga_instances` and `eddy_saga_timers_pending`); `None` when
+/// `name` is not a saga or its state cannot be read.
+pub fn census(reactors: &Reactors, name: &str) -> Option<Census> {
+    let (logic, state) = saga(reactors, name).ok()?;
+    let mut census = Census::default();
+    for (key, entry) in &state.entries().ok()? {
+        let Some(inst) = logic.instance(key, entry) else { continue };
+        *census.by_state.entry(inst.state).or_default() += 1;
+        census.timers += u64::from(!inst.done && inst.timer_at.is_some());
+    }
+    Some(census)
+}

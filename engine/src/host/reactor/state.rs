@@ -42,6 +42,21 @@ pub struct Pending {
     /// watermark, yet this engine's to run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redriven: bool,
+    /// The `traceparent` of the event that caused it, so the action joins that trace (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub traceparent: String,
+}
+
+impl Pending {
+    /// The trace of the event that caused it, if it had one.
+    pub fn trace(&self) -> Option<crate::telemetry::TraceParent> {
+        crate::telemetry::TraceParent::parse(&self.traceparent)
+    }
+
+    /// A new span in the cause's trace, as a header value (a new trace when the cause had none).
+    pub fn child_trace(&self) -> String {
+        self.trace().map_or_else(crate::telemetry::TraceParent::root, |t| t.child()).to_string()
+    }
 }
 
 /// An event whose decision failed, or an action that failed, set aside by `on_error = "park"`.
@@ -242,6 +257,7 @@ mod tests {
             correlation_id: String::new(),
             action: Action::Publish { subject: "s".into(), data: json!({}) },
             redriven: false,
+            traceparent: String::new(),
         }
     }
 

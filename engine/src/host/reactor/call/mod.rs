@@ -146,6 +146,7 @@ pub fn record(pending: &Pending, call: &Call, outcome: &Outcome) -> Append {
         // One id for either outcome: whichever is stored first is the outcome.
         msg_id: format!("{}:outcome", pending.id),
         correlation_id: pending.correlation_id.clone(),
+        traceparent: pending.child_trace(),
     }
 }
 
