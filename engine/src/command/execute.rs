@@ -57,9 +57,9 @@ impl CommandService {
         ctx: CommandContext,
     ) -> Result<Arc<Reply>, Failure> {
         let aggregate = self
-            .aggregates
-            .get(aggregate_name)
+            .aggregate(aggregate_name)
             .ok_or_else(|| fail(ErrorCode::NotFound, format!("no aggregate `{aggregate_name}`")))?;
+        let aggregate = &*aggregate;
         let command = aggregate.commands.get(command_name).ok_or_else(|| {
             fail(ErrorCode::NotFound, format!("aggregate `{aggregate_name}` has no command `{command_name}`"))
         })?;
