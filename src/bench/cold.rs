@@ -7,7 +7,7 @@
 //! followed by one on a fresh one.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::Client;
@@ -133,7 +133,9 @@ async fn seed(store: &EventStore, aggregate: &str, events: usize) -> anyhow::Res
 /// One command; its latency in microseconds. A failure stops the benchmark.
 async fn command(client: &Client, target: &str, body: serde_json::Value) -> anyhow::Result<u64> {
     let started = Instant::now();
-    let reply = client.request(format!("eddy.cmd.{target}"), body.to_string().into()).await?;
+    // A first load of a long history without a snapshot may take longer than the client's default.
+    let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(Duration::from_secs(120)));
+    let reply = client.send_request(format!("eddy.cmd.{target}"), request).await?;
     let took = started.elapsed().as_micros() as u64;
     anyhow::ensure!(
         reply.payload.starts_with(b"{\"ok\":true"),
