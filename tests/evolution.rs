@@ -142,3 +142,59 @@ apply = "{}"
     let errors = eddy::load(dir.path()).unwrap_err();
     insta::assert_snapshot!(errors.to_string());
 }
+
+/// A todo list; `RENAME` is replaced by a command and an event type added while it runs.
+const TODO: &str = r#"
+[aggregates.todo]
+initial = { title = "" }
+
+[aggregates.todo.commands.create]
+input = { title = "string" }
+emit = [{ event = "Created", data = "{'title': cmd.title}" }]
+
+[aggregates.todo.events.Created]
+apply = "{'title': event.title}"
+RENAME
+"#;
+
+const RENAME: &str = r#"
+[aggregates.todo.commands.rename]
+input = { title = "string" }
+rules = [{ check = "cmd.title != state.title", error = "same title" }]
+emit = [{ event = "Renamed", data = "{'title': cmd.title}" }]
+
+[aggregates.todo.events.Renamed]
+apply = "{'title': event.title}"
+"#;
+
+#[tokio::test]
+async fn a_command_and_an_event_type_added_to_a_running_engine_work_without_a_restart() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_engine_toml(dir.path(), &nats.url(), &data);
+    std::fs::write(dir.path().join("todo.toml"), TODO.replace("RENAME", "")).unwrap();
+    let settings = config_at(dir.path(), &nats.url(), &data);
+    let shutdown = eddy_engine::runtime::Shutdown::new();
+    let running = tokio::spawn(eddy::run(dir.path().to_path_buf(), settings, shutdown.clone()));
+    let create = json!({"id": "t1", "title": "milk"}).to_string();
+    let up = || async { c.request("eddy.cmd.todo.create", create.clone().into()).await.is_ok() };
+    assert!(eventually(30, up).await, "eddy serves commands");
+    let before = send(&c, "todo.rename", json!({"id": "t1", "title": "eggs"})).await;
+    assert_eq!(before.code(), "not_found");
+
+    std::fs::write(dir.path().join("todo.toml"), TODO.replace("RENAME", RENAME)).unwrap();
+    let renamed = || async { send(&c, "todo.rename", json!({"id": "t1", "title": "eggs"})).await.ok() };
+    assert!(eventually(10, renamed).await, "the reload serves the new command");
+    // The new event type folds: the rule sees the renamed title.
+    let same = send(&c, "todo.rename", json!({"id": "t1", "title": "eggs"})).await;
+    assert_eq!((same.code(), same.message()), ("rejected", "same title"));
+
+    // Another engine started with the new config is not refused: this one tells peers what it serves now.
+    let other = eddy::Running::start(config_at(dir.path(), &nats.url(), &dir.path().join("other"))).await;
+    assert!(other.is_ok(), "{:?}", other.err());
+    stop(other.unwrap()).await;
+    shutdown.graceful.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -75,7 +75,12 @@ pub async fn check(client: &Client, service_name: &str, own_id: &str, config: &C
         if info.id == own_id || !info.metadata.contains_key(META_AGGREGATES) || &meta(META_API_PREFIX) != prefix {
             continue;
         }
-        let theirs = meta(META_AGGREGATES);
+        // The metadata is what the peer started with; a peer that reloaded its config answers what it
+        // serves now.
+        let theirs = match live(client, prefix, &info.id).await {
+            Some(live) => live,
+            None => meta(META_AGGREGATES),
+        };
         if theirs == ours {
             continue;
         }
@@ -86,6 +91,46 @@ pub async fn check(client: &Client, service_name: &str, own_id: &str, config: &C
         return Err(Error::Mixed { peer: info.id, prefix: prefix.clone(), theirs, ours });
     }
     Ok(())
+}
+
+/// Where the engine with service id `id` answers what it serves now (its micro service's metadata cannot
+/// change after start, and a config reload may add commands or aggregates).
+pub fn serves_subject(api_prefix: &str, id: &str) -> String {
+    format!("{api_prefix}.admin.serves.{id}")
+}
+
+/// What the engine `id` serves now, if it answers (an engine from before reloads could change it does not).
+async fn live(client: &Client, api_prefix: &str, id: &str) -> Option<String> {
+    let ask = client.request(serves_subject(api_prefix, id), "".into());
+    let reply = tokio::time::timeout(QUIET, ask).await.ok()?.ok()?;
+    String::from_utf8(reply.payload.to_vec()).ok()
+}
+
+/// Answers [`serves_subject`] for this engine with `serves` as it is at each request, until `stop`.
+pub async fn answer_serves(
+    client: Client,
+    subject: String,
+    serves: std::sync::Arc<std::sync::RwLock<String>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut requests = match client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%subject, error = %e, "cannot answer what this engine serves; peers see its start-up set");
+            return;
+        }
+    };
+    loop {
+        let request = tokio::select! {
+            _ = stop.cancelled() => break,
+            request = requests.next() => match request { Some(r) => r, None => break },
+        };
+        let Some(reply) = request.reply else { continue };
+        let body = serves.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(e) = client.publish(reply, body.into()).await {
+            tracing::warn!(error = %e, "answering what this engine serves failed");
+        }
+    }
 }
 
 /// Every live instance's `$SRV.INFO` reply.

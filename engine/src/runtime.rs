@@ -1,7 +1,7 @@
 //! The engine's lifecycle: embedded server (or a configured one), connection, store, micro service, and
 //! two-stage shutdown. `Engine::start` returns once commands are being accepted, so tests run it in-process.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::service::{Service, ServiceExt};
@@ -56,6 +56,8 @@ pub struct Engine {
     store: EventStore,
     service: Service,
     commands: Arc<CommandService>,
+    /// What it serves now, answered to peers (see `peers::serves_subject`).
+    serves: Arc<RwLock<String>>,
     url: String,
     /// Cancelled to stop accepting work; child of nothing, so the owner decides when.
     stop: CancellationToken,
@@ -99,18 +101,33 @@ impl Engine {
         }
         let commands = Arc::new(CommandService::new(config, store.clone()));
         let stop = CancellationToken::new();
+        let serves = Arc::new(RwLock::new(peers::fingerprint(config)));
+        let subject = peers::serves_subject(&config.engine.api_prefix, &service.info().await.id);
+        let answer = peers::answer_serves(client.clone(), subject, serves.clone(), stop.clone());
         let endpoint =
             command::endpoint(&service, &config.engine.api_prefix).await.map_err(|e| Error::Service(e.to_string()))?;
         let prefix = config.engine.api_prefix.clone();
         let cmds = commands.clone();
         let token = stop.clone();
-        let tasks = vec![tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await })];
+        let tasks = vec![
+            tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await }),
+            tokio::spawn(answer),
+        ];
         round_trip(&client).await?;
         // The absolute path: a relative data_dir resolves against the working directory, and an engine started
         // from elsewhere would otherwise start an empty store unnoticed.
         let data_dir = std::path::absolute(&config.engine.data_dir).unwrap_or_else(|_| config.engine.data_dir.clone());
         tracing::info!(%url, stream = %config.engine.stream, aggregates = config.aggregates.len(), data_dir = %data_dir.display(), "eddy is serving commands");
-        Ok(Engine { config: config.clone(), client, store, service, commands, url, stop, tasks, server })
+        Ok(Engine { config: config.clone(), client, store, service, commands, serves, url, stop, tasks, server })
+    }
+
+    /// Puts a reloaded config's aggregates in force: their commands, how their events are read and
+    /// written, and what this engine tells peers it serves. `[nats]` and `[engine]` stay as started.
+    pub fn reload(&mut self, config: &Config) {
+        self.commands.update(&config.aggregates);
+        self.store.set_schemas(Schemas::new(&config.aggregates));
+        *self.serves.write().unwrap_or_else(|p| p.into_inner()) = peers::fingerprint(config);
+        self.config.aggregates = config.aggregates.clone();
     }
 
     /// The NATS URLs the engine uses, comma-separated, with passwords and tokens redacted.

@@ -105,9 +105,19 @@ impl Running {
         if let Err(e) = self.reactors.update(settings.reactors.clone()).await {
             tracing::error!(error = %e, "applying the new reactors failed");
         }
-        if settings.engine.aggregates.keys().ne(self.settings.engine.aggregates.keys()) {
-            tracing::warn!("aggregate changes take effect after a restart");
+        let changed = changed_aggregates(&self.settings.engine, &settings.engine);
+        if !changed.is_empty() {
+            self.engine.reload(&settings.engine);
+            tracing::info!(aggregates = %changed.join(", "), "aggregate changes applied: every later command and read uses them");
         }
+        let restart = restart_keys(&self.settings.engine, &settings.engine);
+        if !restart.is_empty() {
+            tracing::warn!(keys = %restart.join(", "), "these changes are NOT applied: they take effect after a restart");
+        }
+        // What runs: the new config, except the sections that only a restart changes.
+        let mut settings = settings;
+        settings.engine.nats = self.settings.engine.nats.clone();
+        settings.engine.engine = self.settings.engine.engine.clone();
         self.settings = settings;
     }
 
@@ -145,6 +155,41 @@ async fn serve_http(
     Ok(Some(server.addr))
 }
 
+/// The aggregates added, removed or changed between two configs (a change is any in what `peers` advertises,
+/// or in how events fold: see each aggregate's fingerprint; rules and emits are compared by their source).
+fn changed_aggregates(old: &Config, new: &Config) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = old.aggregates.keys().chain(new.aggregates.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| match (old.aggregates.get(*name), new.aggregates.get(*name)) {
+            (Some(a), Some(b)) => {
+                a.fingerprint != b.fingerprint || format!("{:?}", a.commands) != format!("{:?}", b.commands)
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The `[nats]`, `[engine]`, `[http]`, `[log]` and `[telemetry]` keys that differ between two configs: the
+/// connection, the stream, the engine's limits, the listener and the exporters are set up at start.
+fn restart_keys(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    let sections = [
+        ("nats", serde_json::to_value(&old.nats), serde_json::to_value(&new.nats)),
+        ("engine", serde_json::to_value(&old.engine), serde_json::to_value(&new.engine)),
+        ("http", serde_json::to_value(&old.http), serde_json::to_value(&new.http)),
+        ("log", serde_json::to_value(&old.log), serde_json::to_value(&new.log)),
+        ("telemetry", serde_json::to_value(&old.telemetry), serde_json::to_value(&new.telemetry)),
+    ];
+    for (section, a, b) in sections {
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else { continue };
+        let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        keys.extend(names.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{section}.{k}")));
+    }
+    keys
+}
+
 /// Runs eddy until `shutdown`, reloading when the config at `path` changes or on SIGHUP.
 pub async fn run(path: PathBuf, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
     let path = path.as_path();
@@ -155,7 +200,7 @@ pub async fn run(path: PathBuf, settings: Settings, shutdown: Shutdown) -> Resul
             _ = shutdown.graceful.cancelled() => break,
             Some(()) = reloads.recv() => match load(path) {
                 Ok(settings) => {
-                    tracing::info!(path = %path.display(), "config changed; applying it");
+                    tracing::info!(path = %path.display(), "config changed and valid");
                     running.apply(settings).await;
                 }
                 Err(errors) => {

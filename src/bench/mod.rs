@@ -1,6 +1,7 @@
 //! `eddy bench ...`: throughput and latency against the raw JetStream floor measured in the same run, on
 //! a nats-server of its own (temp store, free port) unless `--server` names one.
 
+mod cold;
 mod commands;
 mod load;
 mod reactors;
@@ -13,6 +14,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
 pub enum BenchVerb {
+    /// A command on a long aggregate that is not cached (snapshots) against one on a fresh aggregate.
+    Cold(cold::Args),
     /// Command throughput: bank deposits against a raw request -> direct get -> publish -> reply floor.
     Commands(commands::Args),
     /// Reactor catch-up (`low-stock`) against a raw ordered-consumer read of the same events.
@@ -29,6 +32,7 @@ pub enum BenchVerb {
 
 pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {
     match verb {
+        BenchVerb::Cold(args) => cold::run(args).await,
         BenchVerb::Commands(args) => commands::run(args).await,
         BenchVerb::Reactors(args) => reactors::run(args).await,
         BenchVerb::Views(args) => views::run(args).await,

@@ -230,6 +230,16 @@ impl Cache {
         Self { entries: Mutex::new(lru::LruCache::new(cap)) }
     }
 
+    /// Drops every entry of `aggregate`.
+    pub fn forget(&self, aggregate: &str) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        let keys: Vec<(String, String)> =
+            entries.iter().filter(|((a, _), _)| a == aggregate).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            entries.pop(&key);
+        }
+    }
+
     /// The entry of an aggregate instance, created (unloaded) if absent.
     pub fn entry(&self, aggregate: &Aggregate, id: &str) -> Slot {
         let mut entries = self.entries.lock().expect("cache lock");

@@ -59,7 +59,7 @@ impl CommandService {
             Err(failure) => Arc::new(Reply::failure(failure)),
         };
         // Labels only for configured names: a request cannot mint label values.
-        let known = self.aggregates.get(aggregate).is_some_and(|a| a.commands.contains_key(command));
+        let known = self.aggregate(aggregate).is_some_and(|a| a.commands.contains_key(command));
         let (a, c) =
             if known { (aggregate, command) } else { (telemetry::metrics::UNKNOWN, telemetry::metrics::UNKNOWN) };
         let outcome = reply.error.as_ref().map_or("ok", |f| f.code.as_str());
@@ -76,9 +76,9 @@ impl CommandService {
         trace: TraceParent,
     ) -> Result<Arc<Reply>, Failure> {
         let aggregate = self
-            .aggregates
-            .get(aggregate_name)
+            .aggregate(aggregate_name)
             .ok_or_else(|| fail(ErrorCode::NotFound, format!("no aggregate `{aggregate_name}`")))?;
+        let aggregate = &*aggregate;
         let command = aggregate.commands.get(command_name).ok_or_else(|| {
             fail(ErrorCode::NotFound, format!("aggregate `{aggregate_name}` has no command `{command_name}`"))
         })?;

@@ -7,7 +7,7 @@ mod snapshot;
 mod stall;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_nats::service::{endpoint::Endpoint, Service};
 use async_nats::HeaderMap;
@@ -31,7 +31,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 /// Decides commands against the event store.
 pub struct CommandService {
-    aggregates: BTreeMap<String, Arc<Aggregate>>,
+    /// Replaced whole by a config reload ([`CommandService::update`]).
+    aggregates: RwLock<BTreeMap<String, Arc<Aggregate>>>,
     store: EventStore,
     cache: cache::Cache,
     window: chrono::Duration,
@@ -44,7 +45,7 @@ pub struct CommandService {
 impl CommandService {
     pub fn new(config: &Config, store: EventStore) -> Self {
         Self {
-            aggregates: config.aggregates.clone(),
+            aggregates: RwLock::new(config.aggregates.clone()),
             cache: cache::Cache::new(config.engine.cache_size),
             window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
             fences: fence::Fences::new(),
@@ -77,7 +78,25 @@ impl CommandService {
 
     /// Whether this engine decides `aggregate`'s commands itself.
     pub fn has(&self, aggregate: &str) -> bool {
-        self.aggregates.contains_key(aggregate)
+        self.aggregate(aggregate).is_some()
+    }
+
+    /// The definition of `name` in force.
+    pub fn aggregate(&self, name: &str) -> Option<Arc<Aggregate>> {
+        self.aggregates.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Puts a reloaded config's aggregates in force for every later command. The cached states of an
+    /// aggregate whose folding changed (its `apply`s, event types, versions: see its fingerprint) are
+    /// dropped, so they are folded again under the new rules; a command in flight finishes on the old ones.
+    pub fn update(&self, aggregates: &BTreeMap<String, Arc<Aggregate>>) {
+        let mut current = self.aggregates.write().unwrap_or_else(|p| p.into_inner());
+        for (name, old) in current.iter() {
+            if aggregates.get(name).is_none_or(|new| new.fingerprint != old.fingerprint) {
+                self.cache.forget(name);
+            }
+        }
+        *current = aggregates.clone();
     }
 
     /// The event store this service appends to.
