@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use eddy_engine::api::Failure;
 use eddy_engine::cel::Expr;
 use eddy_engine::envelope::StoredEvent;
-use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Logic, Outcome, Pending, Policy};
+use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Kind, Logic, Outcome, Pending, Policy};
 use eddy_engine::host::{subject_filters, Pattern, PatternMap};
 use serde_json::{json, Map, Value as Json};
 
@@ -71,8 +71,8 @@ impl Logic for Saga {
         &self.name
     }
 
-    fn kind(&self) -> &'static str {
-        "saga"
+    fn kind(&self) -> Kind {
+        Kind::Saga
     }
 
     fn fingerprint(&self) -> &str {

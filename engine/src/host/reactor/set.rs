@@ -36,7 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Serialize)]
 pub struct ReactorStatus {
     pub name: String,
-    pub kind: &'static str,
+    pub kind: super::Kind,
     /// running | rebuilding | standby (another engine runs it) | stopped | failed (and starting, briefly)
     pub status: &'static str,
     /// Why it failed, when it did.
