@@ -28,11 +28,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::clock::BootInstant;
+use crate::backoff::sleep;
 
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
 
-use super::runner::sleep;
 use super::watermark::Error;
 
 /// How long a lease outlives its holder's last renewal.

@@ -6,14 +6,13 @@
 
 mod admin;
 mod clock;
-mod drain;
 mod effects;
 mod entries;
 mod lease;
 mod runner;
 mod sagas;
 mod set;
-mod settle;
+mod shared;
 mod standby;
 mod state;
 mod watermark;
@@ -24,8 +23,8 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
-pub use runner::Status;
 pub use set::{Error, ReactorStatus, Reactors, Result};
+pub use shared::Status;
 pub use state::{Counters, Parked, Pending, ReactorState};
 pub use watermark::{bucket_name, Mark};
 

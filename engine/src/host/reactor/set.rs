@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Leases;
-use super::runner::{self, Host, Shared, Status};
+use super::runner;
+use super::shared::{Host, Shared, Status};
 use super::state::Counters;
 use super::watermark::Watermarks;
 use super::{Effects, Logic, ReactorState};

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use super::effects::{Done, Failed};
-use super::runner::{retry_forever, Flow, Halt, Runner, Status, MARK_EVERY};
-use super::state::Changes;
-use super::watermark::Mark;
-use super::{OnError, Parked, Pending};
+use super::{Flow, Halt, Runner, MARK_EVERY};
 use crate::api::{ErrorCode, Failure};
 use crate::backoff::Backoff;
+use crate::host::reactor::effects::{Done, Failed};
+use crate::host::reactor::shared::{retry_forever, Status};
+use crate::host::reactor::state::Changes;
+use crate::host::reactor::watermark::Mark;
+use crate::host::reactor::{OnError, Parked, Pending};
 
 /// Correlation ids whose actions run at once.
 const LANES: usize = 64;
