@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::Client;
 use common::*;
 use eddy::replay::{self, Recording, Transcript};
-use eddy_engine::host::reactor::Action;
+use eddy_engine::host::reactor::{Action, Kind};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -109,7 +109,7 @@ fn assert_faithful(domain: &str, live: &Live) -> Transcript {
     let reactors: Vec<String> = settings.reactors.iter().map(|r| r.name().to_string()).collect();
     let owned = |agg: &str| {
         settings.reactors.iter().any(|r| {
-            if r.kind() == "saga" {
+            if r.kind() == Kind::Saga {
                 agg == format!("saga-{}", r.name())
             } else {
                 agg == r.name()

@@ -53,16 +53,20 @@ impl Backoff {
 
     /// Sleeps the next delay; false if `cancel` came first.
     pub async fn wait(&mut self, cancel: &CancellationToken) -> bool {
-        let delay = self.next_delay();
-        tokio::select! {
-            _ = cancel.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
+        sleep(cancel, self.next_delay()).await
     }
 
     /// Sleeps the next delay.
     pub async fn sleep(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
+    }
+}
+
+/// Sleeps `duration` unless `cancel` comes first; false if it did.
+pub async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(duration) => true,
     }
 }
 

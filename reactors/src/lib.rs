@@ -8,16 +8,57 @@ pub mod saga;
 use std::sync::Arc;
 
 use eddy_engine::config::{is_token, Config, ConfigErrors, Source};
-use eddy_engine::host::reactor::Logic;
+use eddy_engine::host::reactor::{Kind, Logic};
 use eddy_engine::host::Catalog;
 use figment::value::Value;
 
-/// The kinds a reactor can be.
-const KINDS: &[&str] = &["rule", "saga"];
+/// A loaded reactor, typed by its kind: the host runs any [`Logic`], while code that knows a kind (the
+/// offline replay drives a saga's instances) reaches its own API.
+#[derive(Debug, Clone)]
+pub enum Reactor {
+    Rule(Arc<rule::Rule>),
+    Saga(Arc<saga::Saga>),
+}
+
+impl Reactor {
+    /// What the host runs.
+    pub fn logic(&self) -> Arc<dyn Logic> {
+        match self {
+            Reactor::Rule(rule) => rule.clone(),
+            Reactor::Saga(saga) => saga.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Reactor::Rule(rule) => &rule.name,
+            Reactor::Saga(saga) => &saga.name,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Reactor::Rule(_) => Kind::Rule,
+            Reactor::Saga(_) => Kind::Saga,
+        }
+    }
+
+    pub fn saga(&self) -> Option<&saga::Saga> {
+        match self {
+            Reactor::Saga(saga) => Some(saga),
+            Reactor::Rule(_) => None,
+        }
+    }
+}
+
+/// What the host runs of each reactor.
+pub fn logics(reactors: &[Reactor]) -> Vec<Arc<dyn Logic>> {
+    reactors.iter().map(Reactor::logic).collect()
+}
 
 /// Reads every `[reactors.*]`, recording problems in `errors`.
-pub fn load(source: &Source, config: &Config, catalog: &Catalog, errors: &mut ConfigErrors) -> Vec<Arc<dyn Logic>> {
-    let mut out: Vec<Arc<dyn Logic>> = Vec::new();
+pub fn load(source: &Source, config: &Config, catalog: &Catalog, errors: &mut ConfigErrors) -> Vec<Reactor> {
+    let mut out = Vec::new();
     for name in source.children("reactors", errors) {
         let key = format!("reactors.{name}");
         if !is_token(&name) {
@@ -27,7 +68,7 @@ pub fn load(source: &Source, config: &Config, catalog: &Catalog, errors: &mut Co
         let kind = source.extract::<Value>(&format!("{key}.kind"), &mut ConfigErrors::default());
         let kind = kind.as_ref().and_then(|k| k.as_str().map(str::to_string));
         // A saga keeps its instances apart (events.saga-<name>.*) and may drive an aggregate of its name.
-        if config.aggregates.contains_key(&name) && kind.as_deref() != Some("saga") {
+        if config.aggregates.contains_key(&name) && kind.as_deref() != Some(Kind::Saga.name()) {
             errors.push(
                 source.file_of(&key),
                 &key,
@@ -35,38 +76,35 @@ pub fn load(source: &Source, config: &Config, catalog: &Catalog, errors: &mut Co
             );
             continue;
         }
-        match kind.as_deref() {
-            Some("rule") => {
+        let kinds = || Kind::ALL.map(Kind::name).join(", ");
+        match kind.as_deref().map(|k| (k, Kind::parse(k))) {
+            Some((_, Some(Kind::Rule))) => {
                 if let Some(rule) = rule::load(source, config, catalog, &name, errors) {
-                    out.push(Arc::new(rule));
+                    out.push(Reactor::Rule(Arc::new(rule)));
                 }
             }
-            Some("saga") => {
+            Some((_, Some(Kind::Saga))) => {
                 if let Some(saga) = saga::load(source, config, catalog, &name, errors) {
-                    out.push(Arc::new(saga));
+                    out.push(Reactor::Saga(Arc::new(saga)));
                 }
             }
-            Some(other) => errors.push(
+            Some((other, None)) => errors.push(
                 source.file_of(&key),
                 format!("{key}.kind"),
-                format!("unknown kind `{other}` (expected one of: {})", KINDS.join(", ")),
+                format!("unknown kind `{other}` (expected one of: {})", kinds()),
             ),
-            None => errors.push(
-                source.file_of(&key),
-                format!("{key}.kind"),
-                format!("missing (one of: {})", KINDS.join(", ")),
-            ),
+            None => errors.push(source.file_of(&key), format!("{key}.kind"), format!("missing (one of: {})", kinds())),
         }
     }
-    let names: Vec<String> = out.iter().map(|l| l.name().to_string()).collect();
-    for logic in out.iter().filter(|l| l.kind() == "saga") {
-        let log = saga::log_aggregate(logic.name());
+    let names: Vec<String> = out.iter().map(|r| r.name().to_string()).collect();
+    for saga in out.iter().filter_map(Reactor::saga) {
+        let log = saga::log_aggregate(&saga.name);
         if names.contains(&log) {
             let key = format!("reactors.{log}");
             errors.push(
                 source.file_of(&key),
                 key,
-                format!("its emits would share events.{log}.* with saga `{}`", logic.name()),
+                format!("its emits would share events.{log}.* with saga `{}`", saga.name),
             );
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eddy_engine::config::{Config, ConfigErrors};
-use eddy_engine::host::reactor::{self, Effects, Logic, Reactors};
+use eddy_engine::host::reactor::{self, Effects, Reactors};
 use eddy_engine::runtime::{self, Engine, Shutdown};
 use eddy_projections::{ViewDef, Views};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ pub struct Settings {
     /// Read views by name.
     pub views: BTreeMap<String, ViewDef>,
     /// Reactors (rules and sagas), in name order.
-    pub reactors: Vec<Arc<dyn Logic>>,
+    pub reactors: Vec<eddy_reactors::Reactor>,
 }
 
 /// Loads and validates every section of the config at `path`, reporting every error at once.
@@ -71,7 +71,8 @@ impl Running {
             .await
             .map_err(|e| Error::Service(e.to_string()))?;
         let effects = Effects::new(engine.commands().clone(), engine.client().clone(), prefix.clone());
-        let reactors = Reactors::start(settings.reactors.clone(), effects, &settings.engine.engine).await?;
+        let reactors =
+            Reactors::start(eddy_reactors::logics(&settings.reactors), effects, &settings.engine.engine).await?;
         engine.commands().set_waiter(reactor::wait::Waiter::new(&reactors));
         let reactor_admin =
             reactor::admin_endpoints(engine.service(), &prefix).await.map_err(|e| Error::Service(e.to_string()))?;
@@ -102,7 +103,7 @@ impl Running {
         if let Err(e) = self.views.update(&settings.views).await {
             tracing::error!(error = %e, "applying the new views failed");
         }
-        if let Err(e) = self.reactors.update(settings.reactors.clone()).await {
+        if let Err(e) = self.reactors.update(eddy_reactors::logics(&settings.reactors)).await {
             tracing::error!(error = %e, "applying the new reactors failed");
         }
         let changed = changed_aggregates(&self.settings.engine, &settings.engine);

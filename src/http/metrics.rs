@@ -93,7 +93,7 @@ async fn refresh(state: &AppState) {
         set(m::REACTOR_PARKED, "reactor", &reactor.name, reactor.parked as f64);
         let held = !matches!(reactor.status, "standby" | "stopped");
         set(m::LEASE_HELD, "reactor", &reactor.name, if held { 1.0 } else { 0.0 });
-        if reactor.kind == "saga" {
+        if reactor.kind == eddy_engine::host::reactor::Kind::Saga {
             sagas.push(reactor.name);
         }
     }

@@ -77,14 +77,11 @@ impl<'a> Run<'a> {
         let reactors: Vec<Reactor> = settings
             .reactors
             .iter()
-            .map(|logic| {
-                let any: &dyn std::any::Any = &**logic;
-                Reactor {
-                    logic: logic.clone(),
-                    entries: Docs::new(),
-                    saga: any.downcast_ref::<Saga>(),
-                    instances: HashMap::new(),
-                }
+            .map(|reactor| Reactor {
+                logic: reactor.logic(),
+                entries: Docs::new(),
+                saga: reactor.saga(),
+                instances: HashMap::new(),
             })
             .collect();
         let mut run = Run {

@@ -5,7 +5,7 @@ mod config;
 
 use eddy_engine::cel::{EventScope, Expr};
 use eddy_engine::envelope::StoredEvent;
-use eddy_engine::host::reactor::{Entries, Logic, Outcome, Policy};
+use eddy_engine::host::reactor::{Entries, Kind, Logic, Outcome, Policy};
 use eddy_engine::host::{subject_filters, PatternMap};
 use serde_json::{Map, Value as Json};
 
@@ -37,8 +37,8 @@ impl Logic for Rule {
         &self.name
     }
 
-    fn kind(&self) -> &'static str {
-        "rule"
+    fn kind(&self) -> Kind {
+        Kind::Rule
     }
 
     fn fingerprint(&self) -> &str {

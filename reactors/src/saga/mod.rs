@@ -14,7 +14,7 @@ use eddy_engine::api::{ErrorCode, Failure};
 use eddy_engine::cel::Expr;
 use eddy_engine::envelope::StoredEvent;
 use eddy_engine::host::reactor::steer::{Steer, SteerAction, STEERED};
-use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Logic, Outcome, Pending, Policy};
+use eddy_engine::host::reactor::{Action, Append, Entries, InstanceSummary, Kind, Logic, Outcome, Pending, Policy};
 use eddy_engine::host::{subject_filters, Pattern, PatternMap};
 use serde_json::{json, Map, Value as Json};
 
@@ -75,8 +75,8 @@ impl Logic for Saga {
         &self.name
     }
 
-    fn kind(&self) -> &'static str {
-        "saga"
+    fn kind(&self) -> Kind {
+        Kind::Saga
     }
 
     fn fingerprint(&self) -> &str {

@@ -57,7 +57,13 @@ fn render(page: impl askama::Template) -> Response {
 
 /// The sagas for the navigation bar.
 fn saga_names(state: &AppState) -> Vec<String> {
-    state.reactors.status().into_iter().filter(|r| r.kind == "saga").map(|r| r.name).collect()
+    state
+        .reactors
+        .status()
+        .into_iter()
+        .filter(|r| r.kind == eddy_engine::host::reactor::Kind::Saga)
+        .map(|r| r.name)
+        .collect()
 }
 
 #[derive(Deserialize)]

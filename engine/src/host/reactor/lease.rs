@@ -28,12 +28,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::backoff::sleep;
 use crate::clock::BootInstant;
 
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
 
-use super::runner::sleep;
 use super::watermark::Error;
 
 /// How long a lease outlives its holder's last renewal.

@@ -6,14 +6,13 @@
 
 mod admin;
 pub mod call;
-mod drain;
 mod effects;
 mod entries;
 mod lease;
 mod runner;
 mod sagas;
 mod set;
-mod settle;
+mod shared;
 mod standby;
 mod state;
 pub mod steer;
@@ -26,9 +25,9 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
-pub use runner::Status;
 pub use sagas::{census, Census};
 pub use set::{Error, ReactorStatus, Reactors, Result};
+pub use shared::Status;
 pub use state::{Counters, Parked, Pending, ReactorState};
 pub use watermark::{bucket_name, Mark};
 
@@ -167,13 +166,44 @@ pub trait Entries {
     fn get(&self, key: &str) -> Result<Option<Map<String, Json>>, String>;
 }
 
+/// The kinds a reactor can be (`kind = ".."` in its config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// State per key, actions on change.
+    Rule,
+    /// A process manager: instances with states, transitions and timers.
+    Saga,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Rule, Kind::Saga];
+
+    /// The name configs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Rule => "rule",
+            Kind::Saga => "saga",
+        }
+    }
+
+    /// The kind a config names, if any.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A reactor kind's decisions. Implementations are pure: the same event on the same state gives the same
-/// outcome, which is what makes rebuilding from history and offline replay possible. `Any`, so that code
-/// which knows a kind (the offline replay) can reach its typed API.
-pub trait Logic: std::any::Any + std::fmt::Debug + Send + Sync + 'static {
+/// outcome, which is what makes rebuilding from history and offline replay possible.
+pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
     fn name(&self) -> &str;
-    /// `rule`, `saga`.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> Kind;
     /// Changes whenever the definition does; stored state built by another definition is rebuilt.
     fn fingerprint(&self) -> &str;
     fn policy(&self) -> &Policy;

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Leases;
-use super::runner::{self, Host, Shared, Status};
+use super::runner;
+use super::shared::{Host, Shared, Status};
 use super::state::Counters;
 use super::watermark::Watermarks;
 use super::{Effects, Logic, ReactorState};
@@ -36,7 +37,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Serialize)]
 pub struct ReactorStatus {
     pub name: String,
-    pub kind: &'static str,
+    pub kind: super::Kind,
     /// running | rebuilding | standby (another engine runs it) | stopped | failed (and starting, briefly)
     pub status: &'static str,
     /// Why it failed, when it did.

@@ -22,10 +22,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::entries::{Cache, Overlay};
-use super::runner::{commit_retrying, sleep, Host, Shared};
+use super::shared::{commit_retrying, Host, Shared};
 use super::state::Changes;
 use super::watermark::Mark;
 use super::Start;
+use crate::backoff::sleep;
 use crate::host::{Batch, Feed};
 
 /// How often a standby looks at the watermark while the stream is ahead of it.

@@ -81,7 +81,7 @@ pub async fn steer(reactors: &Reactors, body: &[u8], action: SteerAction) -> Rep
         return invalid("`state` names where to move, and only a move has one");
     }
     let (logic, state) = match reactors.inspect(&req.saga) {
-        Ok(found) if found.0.kind() == "saga" => found,
+        Ok(found) if found.0.kind() == super::Kind::Saga => found,
         Ok(_) | Err(Error::Unknown(_)) => {
             return Reply::failure(Failure::new(ErrorCode::NotFound, format!("no saga `{}`", req.saga)))
         }

@@ -4,7 +4,8 @@
 use async_nats::connection::State;
 
 use super::super::effects::{Done, Failed};
-use super::super::runner::{retry_forever, Flow, Runner};
+use super::super::runner::{Flow, Runner};
+use super::super::shared::retry_forever;
 use super::super::Pending;
 use super::{http, nats, record, Call, Outcome, Target};
 use crate::backoff::Backoff;

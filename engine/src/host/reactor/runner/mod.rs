@@ -1,19 +1,25 @@
-//! One reactor's task: read from the bookmark, decide each event, commit state + bookmark + outbox, run the
-//! outbox, advance the watermark. Reading runs in a second task joined by a short queue, so the next batch
-//! arrives while this one is decided.
+//! One reactor's task, read top to bottom: [`run`] waits for the lease (keeping a warm standby meanwhile),
+//! [`Runner::open`] reads the watermark and runs what a crash left in the outbox, and [`Runner::follow`]
+//! reads from the bookmark, decides each event, commits state + bookmark + outbox, runs the outbox and
+//! advances the watermark. Reading runs in a second task joined by a short queue, so the next batch arrives
+//! while this one is decided. Deciding an event that appends (a saga's transition) is in `settle.rs`;
+//! running the outbox with retries and the error policy is in `drain.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod drain;
+mod settle;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::entries::{Cache, Overlay};
-use super::lease::{Lease, Leases};
-use super::state::{Changes, Counters, Error as StateError};
-use super::watermark::{Mark, Watermarks};
-use super::{effect_id, Effects, Logic, OnError, Outcome, Parked, Pending, ReactorState, Start};
+use super::lease::Lease;
+use super::shared::{commit_retrying, retry_forever, Host, Shared, Status};
+use super::state::Changes;
+use super::watermark::Mark;
+use super::{effect_id, OnError, Outcome, Parked, Pending, Start};
 use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};
@@ -21,64 +27,7 @@ use crate::host::{Batch, Feed};
 /// Events decided per sled batch during catch-up.
 const BATCH: usize = 8192;
 /// How often the watermark follows a bookmark that moved without actions.
-pub(super) const MARK_EVERY: Duration = Duration::from_secs(1);
-
-/// What operators see a reactor doing.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Status {
-    Starting,
-    Running,
-    /// Folding history (first deployment, lost state, changed definition) with its actions suppressed.
-    Rebuilding,
-    /// Another engine holds the reactor's lease and runs it.
-    Standby,
-    Stopped,
-    /// Stopped at an event or action by `on_error = "stop"`; `eddy reactors retry` resumes.
-    Failed(String),
-}
-
-/// What the host and the admin API share with a reactor's task.
-pub struct Shared {
-    pub logic: Arc<dyn Logic>,
-    pub state: ReactorState,
-    pub status: Mutex<Status>,
-    pub position: AtomicU64,
-    pub lag: AtomicU64,
-    pub counters: Mutex<Counters>,
-    /// `eddy reactors retry`: resume after a stop, re-drive what is parked.
-    pub retry: Notify,
-    pub cancel: CancellationToken,
-}
-
-impl Shared {
-    pub fn new(logic: Arc<dyn Logic>, state: ReactorState, cancel: CancellationToken) -> Result<Self, StateError> {
-        Ok(Self {
-            position: AtomicU64::new(state.bookmark()?),
-            counters: Mutex::new(state.counters()?),
-            logic,
-            state,
-            status: Mutex::new(Status::Starting),
-            lag: AtomicU64::new(0),
-            retry: Notify::new(),
-            cancel,
-        })
-    }
-
-    fn name(&self) -> &str {
-        self.logic.name()
-    }
-
-    pub(super) fn set_status(&self, status: Status) {
-        *self.status.lock().expect("lock") = status;
-    }
-}
-
-/// What every reactor's task uses.
-pub struct Host {
-    pub effects: Effects,
-    pub watermarks: Watermarks,
-    pub leases: Leases,
-}
+const MARK_EVERY: Duration = Duration::from_secs(1);
 
 /// Why deciding or settling an event did not complete.
 #[derive(Debug)]
@@ -423,63 +372,5 @@ impl Runner {
             tracing::warn!(reactor = %self.name(), error = %e, "flushing the reactor's state failed");
         }
         self.shared.set_status(Status::Stopped);
-    }
-}
-
-/// Sleeps unless cancelled first; false if cancelled.
-/// Commits a batch of the reactor's state, retrying a failing disk with backoff until it works; false if
-/// `cancel` comes first. The holder and a standby both commit this way.
-pub(super) async fn commit_retrying(
-    shared: &Shared,
-    name: &str,
-    cancel: &CancellationToken,
-    changes: &Changes,
-    bookmark: u64,
-    outbox: &[Pending],
-    parked: &[Parked],
-) -> bool {
-    let mut backoff = Backoff::failure();
-    loop {
-        let counters = shared.counters.lock().expect("lock").clone();
-        match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::error!(reactor = %name, seq = bookmark, error = %e, "cannot store the reactor's state; retrying");
-                if !backoff.wait(cancel).await {
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-pub(super) async fn sleep(cancel: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
-    }
-}
-
-/// Retries `f` with backoff until it works; `None` if cancelled first. For talking to NATS, which a reactor
-/// waits for for as long as it takes.
-pub(super) async fn retry_forever<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    cancel: &CancellationToken,
-    reactor: &str,
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> Option<T> {
-    // Capped low: what fails here is NATS itself, and once it is back the reactor should go on within a
-    // second, not sit out a long backoff.
-    let mut backoff = Backoff::reconnect();
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                tracing::warn!(%reactor, error = %e, retry_in = ?backoff.peek(), "{what} failed; retrying");
-                if !backoff.wait(cancel).await {
-                    return None;
-                }
-            }
-        }
     }
 }

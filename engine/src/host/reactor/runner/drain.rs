@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use super::effects::{Done, Failed};
-use super::runner::{retry_forever, Flow, Halt, Runner, Status, MARK_EVERY};
-use super::state::Changes;
-use super::watermark::Mark;
-use super::{OnError, Parked, Pending};
+use super::{Flow, Halt, Runner, MARK_EVERY};
 use crate::api::{ErrorCode, Failure};
 use crate::backoff::Backoff;
 use crate::command::Fence;
+use crate::host::reactor::effects::{Done, Failed};
+use crate::host::reactor::shared::{retry_forever, Status};
+use crate::host::reactor::state::Changes;
+use crate::host::reactor::watermark::Mark;
+use crate::host::reactor::{OnError, Parked, Pending};
 
 /// Correlation ids whose actions run at once.
 const LANES: usize = 64;
@@ -127,7 +128,7 @@ impl Runner {
     /// Runs one action with retries and the error policy. `Ok(Some(Published))` still needs confirming;
     /// every other `Ok` has left the outbox.
     pub(super) async fn run_action(&self, pending: &Pending) -> Result<Option<Done>, Flow> {
-        if let super::Action::Call(call) = &pending.action {
+        if let crate::host::reactor::Action::Call(call) = &pending.action {
             return self.run_call(pending, call).await;
         }
         let policy = self.shared.logic.policy().clone();
@@ -230,7 +231,7 @@ impl Runner {
         }
     }
 
-    pub(super) fn count(&self, pending: &Pending, done: &Done) {
+    pub(in crate::host::reactor) fn count(&self, pending: &Pending, done: &Done) {
         let mut c = self.shared.counters.lock().expect("lock");
         match done {
             Done::Command(None) => c.commands += 1,
@@ -250,7 +251,7 @@ impl Runner {
         }
     }
 
-    pub(super) fn done(&self, pending: &Pending, parked: Option<&Parked>) {
+    pub(in crate::host::reactor) fn done(&self, pending: &Pending, parked: Option<&Parked>) {
         let counters = self.shared.counters.lock().expect("lock").clone();
         if let Err(e) = self.shared.state.done(pending, parked, &counters) {
             // It stays in the outbox and runs again later: harmless, the effect id dedups it.

@@ -6,10 +6,11 @@
 
 use chrono::{SubsecRound, Utc};
 
-use super::runner::{retry_forever, Halt, Runner};
-use super::state::Changes;
-use super::{Append, Outcome, Pending};
+use super::{Halt, Runner};
 use crate::envelope::{subject, StoredEvent};
+use crate::host::reactor::shared::retry_forever;
+use crate::host::reactor::state::Changes;
+use crate::host::reactor::{Append, Outcome, Pending};
 use crate::store::{self, Appended};
 
 /// Conflicts in a row before the event counts as failed: another writer would have to move the subject
