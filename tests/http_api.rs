@@ -143,6 +143,13 @@ async fn commands_views_aggregates_and_refusals() {
         (Some("AccountOpened"), Some(1)),
         "{history}"
     );
+    // A W3C traceparent joins the command to the caller's trace: its event carries the same trace id.
+    let trace = ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let (status, _) = call(post.clone(), &cmd("deposit"), Some(r#"{"id":"a1","amount":1}"#), &[JSON, trace]).await;
+    assert_eq!(status, 200);
+    let stored = events_on(&c, "events.account.a1").await;
+    let last = stored.last().expect("the deposit is stored");
+    assert!(last.traceparent.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{}", last.traceparent);
     // Start and wait over HTTP: the transfer saga's final state comes back with the command's reply.
     reactors_running(&c, &["transfer"]).await;
     call(post.clone(), &cmd("open"), Some(r#"{"id":"a2","owner":"bob"}"#), &[JSON]).await;

@@ -149,3 +149,37 @@ async fn operators_cancel_or_move_a_stuck_instance_and_the_log_says_who_asked() 
     assert_eq!((lost["state"].as_str(), lost["data"]["reason"].as_str()), (Some("failed"), Some("cancelled by carol")));
     stop(eddy).await;
 }
+
+// The console's instance page steers too: its Cancel button needs the operator token when one is set, and
+// the cancel is recorded as asked by `console`.
+#[tokio::test]
+async fn the_console_cancels_a_stuck_instance_with_the_operator_token() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let mut settings = example("bank", &nats.url(), nats.dir.path());
+    settings.engine.http.token = Some("op-token-0123456789".into());
+    let eddy = engine(&settings).await;
+    bank(&c).await;
+    send_raw(&c, "transfer.request", &transfer("t-console", 2_000), &[]).await;
+    assert!(eventually(20, || async { saga_instance(&c, "transfer", "t-console").await["state"] == "approval" }).await);
+
+    let base = format!("http://{}", eddy.http_addr().expect("HTTP is on in tests"));
+    let page = reqwest::get(format!("{base}/sagas/transfer/t-console")).await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"value="cancel""#), "a stuck instance shows the Cancel button");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let steer = format!("{base}/sagas/transfer/t-console/steer");
+    let press = |token: &'static str| {
+        let (http, steer) = (http.clone(), steer.clone());
+        async move {
+            let form = [("action", "cancel"), ("reason", "customer called"), ("token", token)];
+            http.post(&steer).form(&form).send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(press("guess").await, 401, "a wrong token changes nothing");
+    assert_eq!(saga_instance(&c, "transfer", "t-console").await["state"], "approval");
+    assert_eq!(press("op-token-0123456789").await, 303, "back to the instance page");
+    let cancelled = finished(&c, "transfer", "t-console").await;
+    assert_eq!(path(&cancelled), ["debit", "approval", "refund", "failed"]);
+    assert_eq!(cancelled["data"]["reason"], "cancelled by console");
+    stop(eddy).await;
+}

@@ -1,6 +1,6 @@
 //! `POST /v1/commands/{aggregate}/{command}`: the JSON body as on NATS; `Idempotency-Key` is the
 //! `Eddy-Command-Id`, `If-Match` the `Eddy-Expected-Version`, `?wait=SECS` the `Eddy-Wait`, and the other
-//! `Eddy-*` id headers pass as they are.
+//! `Eddy-*` id headers and `traceparent` pass as they are.
 
 use std::net::SocketAddr;
 
@@ -74,6 +74,8 @@ fn as_nats_headers(h: &HeaderMap) -> async_nats::HeaderMap {
         ("eddy-correlation-id", headers::CORRELATION_ID),
         ("eddy-causation-id", headers::CAUSATION_ID),
         ("eddy-expected-version", headers::EXPECTED_VERSION),
+        // W3C trace context: the command's span is its child, and its events carry it on.
+        ("traceparent", eddy_engine::telemetry::trace::TRACEPARENT),
     ];
     for (http, nats) in pairs {
         if let Some(v) = text(&HeaderName::from_static(http)) {

@@ -8,7 +8,7 @@ mod timeline;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/reactors/{name}/{verb}", post(act))
         .route("/sagas/{saga}", get(pages::sagas))
         .route("/sagas/{saga}/{id}", get(timeline::instance))
+        .route("/sagas/{saga}/{id}/steer", post(steer))
         .route("/aggregates", get(pages::aggregates))
         .route("/views", get(pages::views))
 }
@@ -96,6 +97,47 @@ async fn act(
     };
     let status = if failed { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
     (status, render(pages::reactors_page(&state, Some(message), failed).await)).into_response()
+}
+
+#[derive(Deserialize)]
+struct SteerForm {
+    /// `cancel` or `move`.
+    action: String,
+    /// The state to move to.
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// The instance page's buttons: cancel it, or move it to a state, through `admin.sagas.<action>` (recorded on
+/// the instance's log as asked by `console`, with the reason given), with the operator token when one is set.
+async fn steer(
+    State(state): State<AppState>,
+    Path((saga, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    form: Result<Form<SteerForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return (StatusCode::BAD_REQUEST, "the form needs `action` (cancel or move)").into_response();
+    };
+    if let Err(denied) = auth::check(&state.config.http, &headers, Some(&form.token), Scope::Admin) {
+        return (StatusCode::UNAUTHORIZED, denied.to_string()).into_response();
+    }
+    let to = match form.action.as_str() {
+        "cancel" => None,
+        "move" if !form.to.trim().is_empty() => Some(form.to.trim().to_string()),
+        "move" => return (StatusCode::BAD_REQUEST, "move needs the state to move to").into_response(),
+        _ => return (StatusCode::NOT_FOUND, "an instance answers cancel and move").into_response(),
+    };
+    let body = json!({"saga": saga, "id": id, "by": "console", "reason": form.reason, "state": to});
+    match ask(&state, &format!("admin.sagas.{}", form.action), body).await {
+        // Back to the instance page, where the saga's answer to the steer shows up in the timeline.
+        Ok(_) => Redirect::to(&format!("/sagas/{saga}/{id}")).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}: {e}", form.action)).into_response(),
+    }
 }
 
 /// Query parameters shared by the list pages.
