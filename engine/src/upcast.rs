@@ -78,10 +78,23 @@ impl Schemas {
         headers: Option<&HeaderMap>,
         payload: &[u8],
     ) -> envelope::Result<StoredEvent> {
+        let (event, upcast) = self.decode(seq, subject, headers, payload)?;
+        upcast.map_err(|e| envelope::Error::Upcast { seq, message: e.to_string() })?;
+        Ok(event)
+    }
+
+    /// The event of a stream message, upcast if it can be; as stored, with the reason, if not.
+    fn decode(
+        &self,
+        seq: u64,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> envelope::Result<(StoredEvent, Result<(), Error>)> {
         let mut event = StoredEvent::from_parts(seq, subject, headers, payload)?;
         let version = headers.and_then(|h| h.get(EVENT_VERSION)).map(|v| v.as_str());
-        self.upcast(&mut event, version).map_err(|e| envelope::Error::Upcast { seq, message: e.to_string() })?;
-        Ok(event)
+        let upcast = self.upcast(&mut event, version);
+        Ok((event, upcast))
     }
 
     /// [`read`](Self::read) for a stream reader (a view, a reactor): an event that cannot be upcast is
@@ -95,9 +108,8 @@ impl Schemas {
         headers: Option<&HeaderMap>,
         payload: &[u8],
     ) -> envelope::Result<StoredEvent> {
-        let mut event = StoredEvent::from_parts(seq, subject, headers, payload)?;
-        let version = headers.and_then(|h| h.get(EVENT_VERSION)).map(|v| v.as_str());
-        if let Err(e) = self.upcast(&mut event, version) {
+        let (event, upcast) = self.decode(seq, subject, headers, payload)?;
+        if let Err(e) = upcast {
             tracing::error!(%reader, seq, %subject, error = %e, "an event cannot be upcast; this reader sees it as stored");
         }
         Ok(event)
