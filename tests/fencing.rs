@@ -43,27 +43,6 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// Sends a command with a fixed `Eddy-Command-Id` until an engine decides it, as a client whose request timed
-/// out would: the first try may land on the frozen engine and stay there, and `unavailable` (an engine just
-/// woken refuses what it read across the freeze) asks for the same.
-async fn send_until_answered(c: &Client, target: &str, body: Value, command_id: &str) -> Value {
-    loop {
-        let mut h = HeaderMap::new();
-        h.insert("Eddy-Command-Id", command_id);
-        let request = async_nats::Request::new()
-            .headers(h)
-            .payload(body.to_string().into())
-            .timeout(Some(Duration::from_millis(800)));
-        if let Ok(msg) = c.send_request(format!("eddy.cmd.{target}"), request).await {
-            let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
-            if reply["error"]["code"] != "unavailable" {
-                return reply;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every message of the stream with its headers.
 async fn stream(c: &Client) -> Vec<(u64, String, HeaderMap, Value)> {
     let last = last_seq(c).await;

@@ -55,23 +55,6 @@ async fn transfer_status(c: &Client) -> Value {
     reply["reactors"].as_array().into_iter().flatten().find(|r| r["name"] == "transfer").cloned().unwrap_or_default()
 }
 
-/// Sends a command with a fixed `Eddy-Command-Id` until an engine answers (the first try may go to the engine
-/// that was just killed).
-async fn send_until_answered(c: &Client, target: &str, body: Value, command_id: &str) -> Value {
-    loop {
-        let mut h = HeaderMap::new();
-        h.insert("Eddy-Command-Id", command_id);
-        let request = async_nats::Request::new()
-            .headers(h)
-            .payload(body.to_string().into())
-            .timeout(Some(Duration::from_millis(800)));
-        match c.send_request(format!("eddy.cmd.{target}"), request).await {
-            Ok(msg) => return serde_json::from_slice(&msg.payload).unwrap(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 fn transfer(t: &str, n: usize) -> Value {
     json!({"id": t, "from": format!("acct-{}", n % ACCOUNTS), "to": format!("acct-{}", (n + 1) % ACCOUNTS), "amount": 1 + n})
 }

@@ -349,3 +349,29 @@ when = "state.share != prev.share"
 publish = "ratio.changed"
 data = "{'share': state.share}"
 "#;
+
+/// Sends a command with a fixed `Eddy-Command-Id` until an engine decides it, as a client whose request timed
+/// out would: the first try may land on an engine that is frozen or was just killed, and `unavailable` (an
+/// engine just woken refuses what it read across the freeze) asks for the same.
+pub async fn send_until_answered(
+    c: &Client,
+    target: &str,
+    body: serde_json::Value,
+    command_id: &str,
+) -> serde_json::Value {
+    loop {
+        let mut h = HeaderMap::new();
+        h.insert("Eddy-Command-Id", command_id);
+        let request = async_nats::Request::new()
+            .headers(h)
+            .payload(body.to_string().into())
+            .timeout(Some(std::time::Duration::from_millis(800)));
+        if let Ok(msg) = c.send_request(format!("eddy.cmd.{target}"), request).await {
+            let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+            if reply["error"]["code"] != "unavailable" {
+                return reply;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
