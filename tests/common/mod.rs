@@ -21,9 +21,16 @@ impl TestServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let binary = locate_binary().expect("nats-server: run scripts/install-nats.sh");
-        let server =
-            NatsServer::start(&binary, free_port(), &dir.path().join("nats")).await.expect("nats-server starts");
-        Self { server, dir }
+        let store = dir.path().join("nats");
+        // Another test may take the port between `free_port` and the server's bind: pick again.
+        for _ in 0..8 {
+            match NatsServer::start(&binary, free_port(), &store).await {
+                Ok(server) => return Self { server, dir },
+                Err(eddy_engine::nats::Error::PortInUse { .. }) => continue,
+                Err(e) => panic!("nats-server starts: {e}"),
+            }
+        }
+        panic!("nats-server starts: every port tried was taken")
     }
 
     pub fn url(&self) -> String {
@@ -35,9 +42,16 @@ impl TestServer {
     }
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, chosen at random below the kernel's ephemeral range (32768 and up on
+/// Linux): a port the kernel hands out by `bind(0)` can be given again to any outgoing connection of a parallel
+/// test before the server binds it, which CI saw as `PortInUse`.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The repository's root.
