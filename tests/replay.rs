@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::root;
-use eddy::replay::{self, Format, Recorded, Recording, Transcript};
+use eddy::replay::{self, Format, Recorded, Recording, Source, Transcript};
 use eddy_engine::host::reactor::Action;
 use serde_json::{json, Value};
 
@@ -49,6 +49,49 @@ fn a_replay_gives_the_same_bytes_every_time() {
             assert_eq!(replay::replay(&settings, &recording).render(format), text);
         }
     }
+}
+
+/// `eddy replay` streams: it reads the file twice and writes each decision as it is made. The bytes are
+/// the whole transcript's, for every recording and format, and for one that decides nothing.
+#[test]
+fn a_streamed_replay_writes_the_rendered_transcript_byte_for_byte() {
+    for domain in ["bank", "inventory", "financing"] {
+        let settings = settings(domain);
+        let whole = replayed(domain);
+        assert!(!whole.decisions.is_empty(), "{domain} decides something");
+        for format in [Format::Yaml, Format::Json] {
+            let mut out = Vec::new();
+            let (tail, decisions) =
+                replay::replay_to(&settings, Source::File(&stream(domain)), format, &mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), whole.render(format), "{domain}, {format:?}");
+            assert_eq!(decisions, whole.decisions.len());
+            assert_eq!(tail.with(whole.decisions.clone()), whole);
+        }
+    }
+    let quiet =
+        Recording::from_lines([line(1, "orders.created", "OrderCreated", 1, "2030-01-01T00:00:00Z", json!({}))])
+            .unwrap();
+    let whole = replay::replay(&settings("bank"), &quiet);
+    assert!(whole.decisions.is_empty() && !whole.warnings.is_empty());
+    for format in [Format::Yaml, Format::Json] {
+        let mut out = Vec::new();
+        replay::replay_to(&settings("bank"), Source::Memory(&quiet), format, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), whole.render(format), "nothing decided, {format:?}");
+    }
+}
+
+/// A bad line stops a streamed replay before anything is written: the first pass checks every line.
+#[test]
+fn a_streamed_replay_of_a_bad_file_writes_nothing() {
+    let mut lines = bank_lines();
+    let last = lines.len() - 1;
+    lines[last].truncate(12);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), lines.join("\n")).unwrap();
+    let mut out = Vec::new();
+    let err = replay::replay_to(&settings("bank"), Source::File(file.path()), Format::Yaml, &mut out).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("line {}: the line is truncated", last + 1)), "{err}");
+    assert!(out.is_empty(), "nothing replayed from a recording that does not read");
 }
 
 /// A recording's line for an account event, at `time`.

@@ -7,22 +7,22 @@
 //! taken with its recorded sequence, so the actions it causes get the ids they had live; otherwise the
 //! replay makes it up with a sequence after the recording's last, and that instance stays made up.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use eddy_engine::envelope::{format_time, subject, StoredEvent};
-use eddy_engine::host::reactor::{effect_id, Action, Append, Entries, Logic, Outcome};
+use eddy_engine::host::reactor::{Action, Append, Entries, Logic, Pending, Step};
 use eddy_engine::upcast::Schemas;
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
 use eddy_reactors::saga::state::{self as saga_state, Instance};
 use eddy_reactors::saga::{Decided, Saga};
 use serde_json::{Map, Value as Json};
 
-use super::recording::{Line, Recording};
+use super::index::Index;
+use super::recording::{Error, Line, Result, Source};
 use super::timers::{firing_time, Timer, Timers};
-use super::transcript::{Acted, Decision, End, Reaction, Reactions, Summary, Transcript, Transition};
+use super::transcript::{Acted, Decision, End, Reaction, Reactions, Sink, Summary, Tail, Transition};
 use crate::app::Settings;
 
 type Docs = BTreeMap<String, Map<String, Json>>;
@@ -46,19 +46,20 @@ impl Entries for Memory<'_> {
 }
 
 /// The replay in progress.
-pub(super) struct Run<'a> {
+pub(super) struct Run<'a, 's> {
     settings: &'a Settings,
-    recording: &'a Recording,
+    source: Source<'a>,
+    /// The first pass's findings.
+    index: Index,
+    /// Where each decision goes as it is made.
+    sink: &'s mut dyn Sink,
+    /// The sink's first failure: the replay stops at the line it happened on.
+    sink_failed: Option<std::io::Error>,
     /// Aggregate -> id -> state; hashed while replaying, sorted in the transcript.
     aggregates: HashMap<String, HashMap<String, Map<String, Json>>>,
     views: Vec<(&'a ViewDef, Changes)>,
     reactors: Vec<Reactor<'a>>,
     timers: Timers,
-    /// Recorded events of reactors' own subjects by message id, aggregate and id: what the live reactors
-    /// stored.
-    transitions: HashMap<(&'a str, &'a str, &'a str), &'a StoredEvent>,
-    /// Command ids of recorded events on reactors' own subjects: timer firings carry their schedule's id.
-    own_command_ids: HashSet<&'a str>,
     /// Instance logs the replay has had to make a transition up for.
     made_up: HashSet<String>,
     next_seq: u64,
@@ -67,13 +68,13 @@ pub(super) struct Run<'a> {
     unknown_aggregates: BTreeSet<String>,
     /// How the config reads older versions of its events.
     schemas: Schemas,
-    decisions: Vec<Decision>,
     warnings: Vec<String>,
     timers_fired: usize,
 }
 
-impl<'a> Run<'a> {
-    pub(super) fn new(settings: &'a Settings, recording: &'a Recording) -> Self {
+impl<'a, 's> Run<'a, 's> {
+    /// Reads `source` a first time, to check and index it.
+    pub(super) fn new(settings: &'a Settings, source: Source<'a>, sink: &'s mut dyn Sink) -> Result<Self> {
         let reactors: Vec<Reactor> = settings
             .reactors
             .iter()
@@ -84,72 +85,62 @@ impl<'a> Run<'a> {
                 instances: HashMap::new(),
             })
             .collect();
-        let mut run = Run {
+        let index = Index::build(&source, |aggregate| owned(&reactors, aggregate))?;
+        Ok(Run {
             settings,
-            recording,
+            source,
+            sink,
+            sink_failed: None,
             aggregates: HashMap::new(),
             views: settings.views.values().map(|def| (def, Changes::new())).collect(),
             reactors,
             timers: Timers::default(),
-            transitions: HashMap::new(),
-            own_command_ids: HashSet::new(),
             made_up: HashSet::new(),
-            next_seq: recording.kept().last().map_or(1, |e| e.seq + 1),
+            next_seq: index.next_seq(),
             now: DateTime::<Utc>::UNIX_EPOCH,
             unknown_aggregates: BTreeSet::new(),
             schemas: Schemas::new(&settings.engine.aggregates),
-            // Most events of a long recording cause something; the untouched rest costs no memory.
-            decisions: Vec::with_capacity(recording.len()),
-            warnings: recording.warnings.clone(),
+            warnings: index.warnings.clone(),
+            index,
             timers_fired: 0,
-        };
-        run.index();
-        run
-    }
-
-    /// Finds what reactors wrote live, to recognize it when the replay decides it again.
-    fn index(&mut self) {
-        let recording = self.recording;
-        for line in recording.kept() {
-            let Ok(event) = line.event() else { continue };
-            if !self.owned(&event.aggregate) {
-                continue;
-            }
-            if !event.command_id.is_empty() {
-                self.own_command_ids.insert(&event.command_id);
-            }
-            if let Some(msg_id) = &line.msg_id {
-                // The first: within its duplicate window the stream stores a message id once.
-                self.transitions.entry((msg_id, &event.aggregate, &event.id)).or_insert(event);
-            }
-        }
-    }
-
-    /// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log; a saga
-    /// may share its name with the aggregate it drives).
-    fn owned(&self, aggregate: &str) -> bool {
-        self.reactors.iter().any(|r| match r.saga {
-            Some(saga) => saga.log == aggregate,
-            None => r.logic.name() == aggregate,
         })
     }
 
-    pub(super) fn run(mut self) -> Transcript {
-        let recording = self.recording;
-        for line in recording.kept() {
-            self.fire_timers(line.time);
-            self.now = line.time;
-            let event = line.event().map(|e| (e, self.schemas.upcast_ref(e, line.event_version.as_deref())));
-            match event {
-                Ok((_, Ok(event))) => self.take(&event, Some(line)),
-                Ok((stored, Err(e))) => self.warn(
-                    Some(line.line),
-                    format!("{}.{} cannot be upcast ({e}); skipped", stored.aggregate, stored.event_type),
-                ),
-                Err(e) => self.warn(Some(line.line), format!("not an eddy event ({e}); skipped")),
+    /// Whether `aggregate` is a subject part some reactor writes.
+    fn owned(&self, aggregate: &str) -> bool {
+        owned(&self.reactors, aggregate)
+    }
+
+    /// Reads the recording again, replaying each line as it comes.
+    pub(super) fn run(mut self) -> Result<Tail> {
+        let mut lines = 0;
+        for line in self.source.pass()? {
+            let line = line?;
+            lines += 1;
+            self.line(&line);
+            if let Some(e) = self.sink_failed.take() {
+                return Err(Error::Write(e));
             }
         }
-        self.finish()
+        if lines != self.index.summary.events {
+            let (first, second) = (self.index.summary.events, lines);
+            return Err(Error::Changed { path: self.source.name(), first, second });
+        }
+        Ok(self.finish())
+    }
+
+    fn line(&mut self, line: &Line) {
+        self.fire_timers(line.time);
+        self.now = line.time;
+        let event = line.event().map(|e| (e, self.schemas.upcast_ref(e, line.event_version.as_deref())));
+        match event {
+            Ok((_, Ok(event))) => self.take(&event, Some(line)),
+            Ok((stored, Err(e))) => self.warn(
+                Some(line.line),
+                format!("{}.{} cannot be upcast ({e}); skipped", stored.aggregate, stored.event_type),
+            ),
+            Err(e) => self.warn(Some(line.line), format!("not an eddy event ({e}); skipped")),
+        }
     }
 
     fn warn(&mut self, line: Option<usize>, message: String) {
@@ -165,7 +156,7 @@ impl<'a> Run<'a> {
     fn fire_timers(&mut self, until: DateTime<Utc>) {
         while let Some(timer) = self.timers.next_due(until) {
             // The recording holds this firing: it is replayed in its turn.
-            if self.own_command_ids.contains(timer.effect_id.as_str()) {
+            if self.index.holds_firing(&timer.effect_id) {
                 continue;
             }
             self.now = timer.fires;
@@ -215,8 +206,8 @@ impl<'a> Run<'a> {
                 reactions.0.push((self.reactors[i].logic.name().to_string(), reaction));
             }
         }
-        if !reactions.is_empty() {
-            self.decisions.push(Decision {
+        if !reactions.is_empty() && self.sink_failed.is_none() {
+            let written = self.sink.decision(Decision {
                 event: format!("{}.{}", event.aggregate, event.event_type),
                 id: event.id.clone(),
                 reactors: reactions,
@@ -224,6 +215,7 @@ impl<'a> Run<'a> {
                 time: format_time(event.time),
                 made_up: rec.is_none(),
             });
+            self.sink_failed = written.err();
         }
     }
 
@@ -274,7 +266,7 @@ impl<'a> Run<'a> {
             return false;
         }
         let cause = event.data.get("cause").and_then(Json::as_u64);
-        cause.is_some_and(|c| self.recording.kept().binary_search_by_key(&c, |e| e.seq).is_ok())
+        cause.is_some_and(|c| self.index.holds(c))
     }
 
     /// One reactor's decision on `event`, with the transition it stores and what that causes.
@@ -284,20 +276,17 @@ impl<'a> Run<'a> {
         }
         let mut reaction = Reaction::default();
         let logic = self.reactors[i].logic.clone();
-        let mut outcome = match logic.handle(event, &Memory(&self.reactors[i].entries)) {
-            Ok(outcome) => outcome,
+        let mut step = match logic.handle(event, &Memory(&self.reactors[i].entries)) {
+            Ok(outcome) => Step::new(event, outcome),
             Err(e) => return Reaction { error: Some(e), ..reaction },
         };
-        let append = outcome.append.take();
-        self.accept(i, event, outcome, &mut reaction);
+        let append = step.append.take();
+        self.accept(i, step, &mut reaction);
         let Some(append) = append else { return reaction };
         let (stored, recorded) = self.store(&append);
         reaction.transitions.push(transition(&stored, recorded));
         match logic.handle(&stored, &Memory(&self.reactors[i].entries)) {
-            Ok(mut next) => {
-                next.append = None;
-                self.accept(i, &stored, next, &mut reaction);
-            }
+            Ok(next) => self.accept(i, Step::after_append(&stored, next).0, &mut reaction),
             Err(e) => reaction.error = Some(e),
         }
         reaction
@@ -310,17 +299,18 @@ impl<'a> Run<'a> {
             Ok(decided) => decided,
             Err(e) => return Reaction { error: Some(e), ..reaction },
         };
-        let Decided { mut outcome, instance, entered } = decided;
+        let Decided { outcome, instance, entered } = decided;
         self.keep(i, instance);
-        let append = outcome.append.take();
-        self.accept(i, event, outcome, &mut reaction);
+        let mut step = Step::new(event, outcome);
+        let append = step.append.take();
+        self.accept(i, step, &mut reaction);
         let (Some(append), Some(entered)) = (append, entered) else { return reaction };
         let (stored, recorded) = self.store(&append);
         reaction.transitions.push(transition(&stored, recorded));
         // The stored transition's data is `entered` as JSON (the recorded one is compared equal), so it is
         // folded as it is instead of being read back.
         let outcome = saga.fold_into(&stored, &mut self.reactors[i].instances, entered);
-        self.accept(i, &stored, outcome, &mut reaction);
+        self.accept(i, Step::after_append(&stored, outcome).0, &mut reaction);
         reaction
     }
 
@@ -331,17 +321,15 @@ impl<'a> Run<'a> {
     }
 
     /// Applies a decision: the reactor's state, its timers, and the actions listed with their live ids.
-    fn accept(&mut self, i: usize, event: &StoredEvent, outcome: Outcome, reaction: &mut Reaction) {
+    fn accept(&mut self, i: usize, mut step: Step, reaction: &mut Reaction) {
         let reactor = &mut self.reactors[i];
-        for (key, entry) in outcome.changes {
+        for (key, entry) in std::mem::take(&mut step.changes) {
             match entry {
                 Some(entry) => reactor.entries.insert(key, entry),
                 None => reactor.entries.remove(&key),
             };
         }
-        let correlation_id = outcome.correlation_id.unwrap_or_else(|| event.correlation_id.clone());
-        for (n, action) in outcome.actions.into_iter().enumerate() {
-            let id = effect_id(reactor.logic.name(), event.seq, n as u32);
+        for Pending { id, action, correlation_id, .. } in step.enqueue(reactor.logic.name(), false) {
             match &action {
                 Action::Schedule { subject, at, aggregate, key, event_type, version, data } => self.timers.arm(Timer {
                     subject: subject.clone(),
@@ -364,25 +352,24 @@ impl<'a> Run<'a> {
 
     /// The event a reactor's append becomes: the recording's, when it holds this very decision, or one made
     /// up at the virtual clock. `true`: recorded.
-    fn store(&mut self, append: &Append) -> (Cow<'a, StoredEvent>, bool) {
+    fn store(&mut self, append: &Append) -> (StoredEvent, bool) {
         let subject = subject(&append.aggregate, &append.key);
         if !self.made_up.contains(&subject) {
             let recorded = self
-                .transitions
-                .get(&(append.msg_id.as_str(), append.aggregate.as_str(), append.key.as_str()))
-                .copied()
+                .index
+                .recorded(&append.msg_id, &append.aggregate, &append.key)
                 .filter(|e| e.event_type == append.event_type && e.data == append.data);
             if let Some(event) = recorded {
-                return (Cow::Borrowed(event), true);
+                return (event.clone(), true);
             }
             // From here on this instance's log differs from the recording's.
             self.made_up.insert(subject);
         }
         let seq = self.made_up_seq();
-        (Cow::Owned(append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key)), false)
+        (append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key), false)
     }
 
-    fn finish(mut self) -> Transcript {
+    fn finish(mut self) -> Tail {
         let mut end = End::default();
         for (name, states) in std::mem::take(&mut self.aggregates) {
             end.aggregates.insert(name, states.into_iter().collect());
@@ -402,20 +389,18 @@ impl<'a> Run<'a> {
         while let Some(timer) = self.timers.next_due(DateTime::<Utc>::MAX_UTC) {
             end.timers.insert(timer.subject, format_time(timer.at));
         }
-        let events = self.recording.kept();
-        Transcript {
-            end,
-            warnings: self.warnings,
-            recording: Summary {
-                clock: events.last().map(|e| format_time(e.time)),
-                events: events.len(),
-                first_seq: events.first().map(|e| e.seq),
-                last_seq: events.last().map(|e| e.seq),
-                timers_fired: self.timers_fired,
-            },
-            decisions: self.decisions,
-        }
+        let recording = Summary { timers_fired: self.timers_fired, ..std::mem::take(&mut self.index.summary) };
+        Tail { end, warnings: self.warnings, recording }
     }
+}
+
+/// Whether `aggregate` is a subject part some reactor writes (a rule's emits, a saga's log; a saga may
+/// share its name with the aggregate it drives).
+fn owned(reactors: &[Reactor], aggregate: &str) -> bool {
+    reactors.iter().any(|r| match r.saga {
+        Some(saga) => saga.log == aggregate,
+        None => r.logic.name() == aggregate,
+    })
 }
 
 /// The transcript's view of a stored transition.

@@ -22,6 +22,34 @@ pub struct Transcript {
     pub warnings: Vec<String>,
 }
 
+/// A transcript without its decisions: what a streamed replay writes after them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tail {
+    pub end: End,
+    pub recording: Summary,
+    pub warnings: Vec<String>,
+}
+
+impl Tail {
+    /// The whole transcript, with the decisions kept in memory.
+    pub fn with(self, decisions: Vec<Decision>) -> Transcript {
+        Transcript { decisions, end: self.end, recording: self.recording, warnings: self.warnings }
+    }
+}
+
+/// Where a replay puts each decision as it makes it.
+pub trait Sink {
+    fn decision(&mut self, decision: Decision) -> std::io::Result<()>;
+}
+
+/// Kept in memory, for a [`Transcript`].
+impl Sink for Vec<Decision> {
+    fn decision(&mut self, decision: Decision) -> std::io::Result<()> {
+        self.push(decision);
+        Ok(())
+    }
+}
+
 /// What one event caused.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {

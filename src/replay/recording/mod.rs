@@ -3,6 +3,8 @@
 //! reported with its line number and nothing half-runs.
 
 mod line;
+mod order;
+mod source;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -11,6 +13,8 @@ use eddy_engine::envelope::StoredEvent;
 
 pub(crate) use line::Line;
 pub use line::{HeaderValue, Recorded};
+pub(crate) use order::Order;
+pub use source::Source;
 
 /// Why a recording cannot be replayed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +23,12 @@ pub enum Error {
     Io { path: String, source: std::io::Error },
     #[error("line {line}: {message}")]
     Line { line: usize, message: String },
+    /// The file was changed between the replay's two passes over it.
+    #[error("{path} changed while it was replayed ({first} lines, then {second}); replay a copy that stays put")]
+    Changed { path: String, first: usize, second: usize },
+    /// The transcript could not be written.
+    #[error("writing the transcript: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -32,11 +42,8 @@ pub struct Recording {
     /// Gaps in the sequence: messages outside the recorded subjects, or purged from the stream (a
     /// cancelled timer's schedule), or a recording put together by hand.
     pub gaps: usize,
+    order: Order,
 }
-
-/// Gaps reported one by one; the rest are counted. A stream with sagas has many (every timer's schedule
-/// is outside `events.>`), so listing them all would bury every other warning.
-const MAX_GAP_WARNINGS: usize = 5;
 
 impl Recording {
     /// Reads and checks the recording at `path`.
@@ -57,35 +64,18 @@ impl Recording {
 
     pub fn from_reader(reader: impl BufRead) -> Result<Recording> {
         let mut recording = Recording::default();
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line_no = n + 1;
-            let line = line.map_err(|source| Error::Io { path: format!("line {line_no}"), source })?;
-            let line = String::from_utf8(line).map_err(|e| Error::Line {
-                line: line_no,
-                message: format!("not UTF-8 text (invalid byte at column {})", e.utf8_error().valid_up_to() + 1),
-            })?;
-            let line = line.strip_suffix('\r').unwrap_or(&line);
-            if line.trim().is_empty() {
-                continue;
-            }
-            let line = Line::parse(line, line_no).map_err(|e| Error::Line {
-                line: line_no,
-                message: if e.is_eof() {
-                    format!("the line is truncated ({e}); was the recording cut off?")
-                } else {
-                    format!("not a recorded event: {e}")
-                },
-            })?;
-            recording.push(line)?;
+        for line in read_lines(reader) {
+            let line = line?;
+            recording.order.check(&line)?;
+            recording.lines.push(line);
         }
-        recording.count_gaps();
+        recording.finish_checks();
         Ok(recording)
     }
 
-    fn count_gaps(&mut self) {
-        if self.gaps > MAX_GAP_WARNINGS {
-            self.warnings.push(format!("seq jumps {} more times in the recording", self.gaps - MAX_GAP_WARNINGS));
-        }
+    fn finish_checks(&mut self) {
+        let order = std::mem::take(&mut self.order);
+        (self.warnings, self.gaps) = order.finish();
     }
 
     /// Builds a recording from lines in memory (a test's or a benchmark's), with the same checks.
@@ -93,9 +83,11 @@ impl Recording {
         let mut recording = Recording::default();
         for (n, mut line) in lines.into_iter().enumerate() {
             line.line = n + 1;
-            recording.push(Line::from_recorded(line))?;
+            let line = Line::from_recorded(line);
+            recording.order.check(&line)?;
+            recording.lines.push(line);
         }
-        recording.count_gaps();
+        recording.finish_checks();
         Ok(recording)
     }
 
@@ -135,34 +127,6 @@ impl Recording {
         &self.lines
     }
 
-    fn push(&mut self, event: Line) -> Result<()> {
-        if let Some(prev) = self.lines.last() {
-            if event.seq <= prev.seq {
-                return Err(Error::Line {
-                    line: event.line,
-                    message: format!(
-                        "seq {} does not come after seq {} (line {}): a recording must be in stream order",
-                        event.seq, prev.seq, prev.line
-                    ),
-                });
-            }
-            if event.seq > prev.seq + 1 {
-                self.gaps += 1;
-            }
-            if event.seq > prev.seq + 1 && self.gaps <= MAX_GAP_WARNINGS {
-                self.warnings.push(format!(
-                    "line {}: seq jumps from {} to {}: {} message(s) not in the recording (outside its subjects, purged, or lost); replaying what is there",
-                    event.line,
-                    prev.seq,
-                    event.seq,
-                    event.seq - prev.seq - 1
-                ));
-            }
-        }
-        self.lines.push(event);
-        Ok(())
-    }
-
     /// The recording as `eddy record` writes it.
     pub fn to_jsonl(&self) -> String {
         let mut out = String::new();
@@ -172,4 +136,30 @@ impl Recording {
         }
         out
     }
+}
+
+/// The lines of JSON Lines text, each read and checked on its own; blank lines are skipped.
+pub(crate) fn read_lines(reader: impl BufRead) -> impl Iterator<Item = Result<Line>> {
+    reader.split(b'\n').enumerate().filter_map(|(n, line)| read_line(n + 1, line).transpose())
+}
+
+fn read_line(line_no: usize, line: std::io::Result<Vec<u8>>) -> Result<Option<Line>> {
+    let line = line.map_err(|source| Error::Io { path: format!("line {line_no}"), source })?;
+    let line = String::from_utf8(line).map_err(|e| Error::Line {
+        line: line_no,
+        message: format!("not UTF-8 text (invalid byte at column {})", e.utf8_error().valid_up_to() + 1),
+    })?;
+    let line = line.strip_suffix('\r').unwrap_or(&line);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let line = Line::parse(line, line_no).map_err(|e| Error::Line {
+        line: line_no,
+        message: if e.is_eof() {
+            format!("the line is truncated ({e}); was the recording cut off?")
+        } else {
+            format!("not a recorded event: {e}")
+        },
+    })?;
+    Ok(Some(line))
 }

@@ -16,6 +16,7 @@ mod shared;
 mod standby;
 mod state;
 pub mod steer;
+mod step;
 pub mod wait;
 mod watermark;
 
@@ -29,6 +30,7 @@ pub use sagas::{census, Census};
 pub use set::{Error, ReactorStatus, Reactors, Result};
 pub use shared::Status;
 pub use state::{Counters, Parked, Pending, ReactorState};
+pub use step::Step;
 pub use watermark::{bucket_name, Mark};
 
 use crate::api::Failure;

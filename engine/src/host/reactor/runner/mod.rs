@@ -19,7 +19,7 @@ use super::lease::Lease;
 use super::shared::{commit_retrying, retry_forever, Host, Shared, Status};
 use super::state::Changes;
 use super::watermark::Mark;
-use super::{effect_id, OnError, Outcome, Parked, Pending, Start};
+use super::{OnError, Outcome, Parked, Pending, Start, Step};
 use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
 use crate::host::{Batch, Feed};
@@ -280,34 +280,15 @@ impl Runner {
     }
 
     /// Applies a decision to the batch in progress; its actions go to the outbox unless the event is quiet.
-    pub(super) fn accept(
-        &self,
-        event: &StoredEvent,
-        outcome: Outcome,
-        changes: &mut Changes,
-        outbox: &mut Vec<Pending>,
-        force: bool,
-    ) {
-        changes.extend(outcome.changes);
-        if event.seq <= self.quiet_until && !force {
+    pub(super) fn accept(&self, mut step: Step, changes: &mut Changes, outbox: &mut Vec<Pending>, force: bool) {
+        changes.extend(std::mem::take(&mut step.changes));
+        if step.seq() <= self.quiet_until && !force {
             return;
         }
-        if outcome.ignored {
+        if step.ignored {
             self.shared.counters.lock().expect("lock").ignored += 1;
         }
-        let correlation_id = outcome.correlation_id.unwrap_or_else(|| event.correlation_id.clone());
-        for (n, action) in outcome.actions.into_iter().enumerate() {
-            let n = n as u32;
-            outbox.push(Pending {
-                id: effect_id(self.name(), event.seq, n),
-                seq: event.seq,
-                n,
-                correlation_id: correlation_id.clone(),
-                action,
-                redriven: force,
-                traceparent: event.traceparent.clone(),
-            });
-        }
+        outbox.extend(step.enqueue(self.name(), force));
     }
 
     /// Decides one event (`ahead`: read ahead of the stream, see [`Logic::handle_ahead`]), retrying a

@@ -10,7 +10,7 @@ use super::{Halt, Runner};
 use crate::envelope::{subject, StoredEvent};
 use crate::host::reactor::shared::retry_forever;
 use crate::host::reactor::state::Changes;
-use crate::host::reactor::{Append, Outcome, Pending};
+use crate::host::reactor::{Append, Outcome, Pending, Step};
 use crate::store::{self, Appended};
 
 /// Conflicts in a row before the event counts as failed: another writer would have to move the subject
@@ -34,32 +34,34 @@ impl Runner {
     pub(super) async fn settle(
         &mut self,
         event: &StoredEvent,
-        mut outcome: Outcome,
+        outcome: Outcome,
         changes: &mut Changes,
         outbox: &mut Vec<Pending>,
         force: bool,
     ) -> Result<(), Halt> {
+        let mut step = Step::new(event, outcome);
         // History was decided when it happened: its appends are in the stream, or were never wanted.
-        if outcome.append.is_none() || (event.seq <= self.quiet_until && !force) {
-            outcome.append = None;
-            self.accept(event, outcome, changes, outbox, force);
+        if step.append.is_none() || (event.seq <= self.quiet_until && !force) {
+            step.append = None;
+            self.accept(step, changes, outbox, force);
             return Ok(());
         }
         for _ in 0..MAX_ROUNDS {
-            let Some(append) = outcome.append.take() else {
-                self.accept(event, outcome, changes, outbox, force);
+            let Some(append) = step.append.take() else {
+                self.accept(step, changes, outbox, force);
                 return Ok(());
             };
             let (stored, appended) = self.store(&append).await?;
             match appended {
                 Appended::Stored { last_seq } => {
-                    self.accept(event, outcome, changes, outbox, force);
+                    self.accept(step, changes, outbox, force);
                     let stored = StoredEvent { seq: last_seq, ..stored };
-                    let mut next = self.decide(&stored, changes, false).await?;
-                    if next.append.take().is_some() {
+                    let next = self.decide(&stored, changes, false).await?;
+                    let (next, again) = Step::after_append(&stored, next);
+                    if again.is_some() {
                         tracing::error!(reactor = %self.name(), seq = stored.seq, "an appended event asked for another append; ignored");
                     }
-                    self.accept(&stored, next, changes, outbox, false);
+                    self.accept(next, changes, outbox, false);
                     return Ok(());
                 }
                 Appended::Conflict | Appended::Duplicate => {
@@ -74,13 +76,13 @@ impl Runner {
                     .await
                     .ok_or(Halt::Cancelled)?;
                     for ahead in &newer {
-                        let mut decided = self.decide(ahead, changes, true).await?;
+                        let mut decided = Step::new(ahead, self.decide(ahead, changes, true).await?);
                         decided.append = None;
-                        self.accept(ahead, decided, changes, outbox, false);
+                        self.accept(decided, changes, outbox, false);
                     }
-                    outcome = self.decide(event, changes, false).await?;
+                    step = Step::new(event, self.decide(event, changes, false).await?);
                     // Not the event's fault that the state moved on.
-                    outcome.ignored = false;
+                    step.ignored = false;
                 }
             }
         }
