@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use eddy_engine::envelope::{format_time, StoredEvent};
 
-use super::recording::{Order, Result, Source};
+use super::recording::{Order, Peeked, Result, Source};
 use super::transcript::Summary;
 
 /// The first pass's findings.
@@ -28,17 +28,19 @@ pub(super) struct Index {
 impl Index {
     /// Reads `source` once, checking every line; `owned` says whether an aggregate is a subject part
     /// some reactor writes.
-    pub fn build(source: &Source, owned: impl Fn(&str) -> bool) -> Result<Index> {
+    pub fn build(source: &Source, owned: impl Fn(&str) -> bool + Copy) -> Result<Index> {
         let mut index = Index::default();
         let mut order = Order::default();
-        for line in source.pass()? {
-            let line = line?;
-            order.check(&line)?;
-            index.note_seq(line.seq);
+        for peeked in source.skim(owned)? {
+            let peeked = peeked?;
+            let (seq, line_no, time) = peeked.position();
+            order.check(seq, line_no)?;
+            index.note_seq(seq);
             index.summary.events += 1;
-            index.summary.first_seq.get_or_insert(line.seq);
-            index.summary.last_seq = Some(line.seq);
-            index.summary.clock = Some(format_time(line.time));
+            index.summary.first_seq.get_or_insert(seq);
+            index.summary.last_seq = Some(seq);
+            index.summary.clock = Some(format_time(time));
+            let Peeked::Line(line) = peeked else { continue };
             let Ok(event) = line.event() else { continue };
             if !owned(&event.aggregate) {
                 continue;

@@ -114,6 +114,43 @@ struct Input<'a> {
     data: Json,
 }
 
+/// A line as the replay's first pass reads it: every part checked as [`Input`] is, the data only as
+/// JSON, nothing built.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skimmed<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    subject: Cow<'a, str>,
+    time: DateTime<Utc>,
+    #[serde(default, borrow)]
+    headers: Option<&'a RawValue>,
+    /// Checked to be JSON, not kept.
+    #[serde(rename = "data")]
+    _data: serde::de::IgnoredAny,
+}
+
+/// A line of the replay's first pass: read whole, or only where it is.
+pub(crate) enum Peeked<'a> {
+    /// Boxed: most lines of a long recording are brief.
+    Line(Box<Cow<'a, Line>>),
+    Brief {
+        line: usize,
+        seq: u64,
+        time: DateTime<Utc>,
+    },
+}
+
+impl Peeked<'_> {
+    /// The line's sequence, number and time.
+    pub fn position(&self) -> (u64, usize, DateTime<Utc>) {
+        match self {
+            Peeked::Line(l) => (l.seq, l.line, l.time),
+            Peeked::Brief { line, seq, time } => (*seq, *line, *time),
+        }
+    }
+}
+
 /// A header value borrowed from the line where it has no escapes. Written by hand: serde's `untagged`
 /// buffers every value before it tries the variants, and headers are most of a recording's bytes.
 enum Header<'a> {
@@ -204,6 +241,18 @@ impl Line {
         let raw = input.headers.map_or("{}", RawValue::get);
         let headers = header_list(raw)?;
         Ok(Line::new(line, input.seq, &input.subject, input.time, raw, &headers, input.data))
+    }
+
+    /// Reads one line as [`Line::parse`] does, with the same errors, building it only when the
+    /// aggregate of its subject (`events.<aggregate>.<id>`) is `wanted`.
+    pub fn skim(text: &str, line: usize, wanted: impl Fn(&str) -> bool) -> serde_json::Result<Peeked<'static>> {
+        let input: Skimmed = serde_json::from_str(text)?;
+        header_list(input.headers.map_or("{}", RawValue::get))?;
+        let aggregate = input.subject.strip_prefix("events.").and_then(|rest| rest.split('.').next());
+        if aggregate.is_some_and(wanted) {
+            return Line::parse(text, line).map(|l| Peeked::Line(Box::new(Cow::Owned(l))));
+        }
+        Ok(Peeked::Brief { line, seq: input.seq, time: input.time })
     }
 
     /// A line built in memory.

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use eddy_engine::envelope::StoredEvent;
 
-pub(crate) use line::Line;
 pub use line::{HeaderValue, Recorded};
+pub(crate) use line::{Line, Peeked};
 pub(crate) use order::Order;
 pub use source::Source;
 
@@ -66,7 +66,7 @@ impl Recording {
         let mut recording = Recording::default();
         for line in read_lines(reader) {
             let line = line?;
-            recording.order.check(&line)?;
+            recording.order.check(line.seq, line.line)?;
             recording.lines.push(line);
         }
         recording.finish_checks();
@@ -84,7 +84,7 @@ impl Recording {
         for (n, mut line) in lines.into_iter().enumerate() {
             line.line = n + 1;
             let line = Line::from_recorded(line);
-            recording.order.check(&line)?;
+            recording.order.check(line.seq, line.line)?;
             recording.lines.push(line);
         }
         recording.finish_checks();
@@ -140,10 +140,22 @@ impl Recording {
 
 /// The lines of JSON Lines text, each read and checked on its own; blank lines are skipped.
 pub(crate) fn read_lines(reader: impl BufRead) -> impl Iterator<Item = Result<Line>> {
-    reader.split(b'\n').enumerate().filter_map(|(n, line)| read_line(n + 1, line).transpose())
+    read_lines_with(reader, Line::parse)
 }
 
-fn read_line(line_no: usize, line: std::io::Result<Vec<u8>>) -> Result<Option<Line>> {
+/// [`read_lines`], each line read by `parse`.
+pub(crate) fn read_lines_with<T>(
+    reader: impl BufRead,
+    parse: impl Fn(&str, usize) -> serde_json::Result<T>,
+) -> impl Iterator<Item = Result<T>> {
+    reader.split(b'\n').enumerate().filter_map(move |(n, line)| read_line(n + 1, line, &parse).transpose())
+}
+
+fn read_line<T>(
+    line_no: usize,
+    line: std::io::Result<Vec<u8>>,
+    parse: impl Fn(&str, usize) -> serde_json::Result<T>,
+) -> Result<Option<T>> {
     let line = line.map_err(|source| Error::Io { path: format!("line {line_no}"), source })?;
     let line = String::from_utf8(line).map_err(|e| Error::Line {
         line: line_no,
@@ -153,7 +165,7 @@ fn read_line(line_no: usize, line: std::io::Result<Vec<u8>>) -> Result<Option<Li
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let line = Line::parse(line, line_no).map_err(|e| Error::Line {
+    let line = parse(line, line_no).map_err(|e| Error::Line {
         line: line_no,
         message: if e.is_eof() {
             format!("the line is truncated ({e}); was the recording cut off?")

@@ -1,7 +1,7 @@
 //! The stream-order check every reading of a recording makes, line by line: sequences rise, and a gap is
 //! a warning (the first few one by one, the rest counted).
 
-use super::{Error, Line, Result};
+use super::{Error, Result};
 
 /// Gaps reported one by one; the rest are counted. A stream with sagas has many (every timer's schedule
 /// is outside `events.>`), so listing them all would bury every other warning.
@@ -17,31 +17,31 @@ pub(crate) struct Order {
 }
 
 impl Order {
-    /// Checks that `line` comes after the previous one.
-    pub fn check(&mut self, line: &Line) -> Result<()> {
+    /// Checks that the line numbered `line_no`, at `seq`, comes after the previous one.
+    pub fn check(&mut self, seq: u64, line_no: usize) -> Result<()> {
         if let Some((prev_seq, prev_line)) = self.prev {
-            if line.seq <= prev_seq {
+            if seq <= prev_seq {
                 return Err(Error::Line {
-                    line: line.line,
+                    line: line_no,
                     message: format!(
                         "seq {} does not come after seq {prev_seq} (line {prev_line}): a recording must be in stream order",
-                        line.seq
+                        seq
                     ),
                 });
             }
-            if line.seq > prev_seq + 1 {
+            if seq > prev_seq + 1 {
                 self.gaps += 1;
                 if self.gaps <= MAX_GAP_WARNINGS {
                     self.warnings.push(format!(
                         "line {}: seq jumps from {prev_seq} to {}: {} message(s) not in the recording (outside its subjects, purged, or lost); replaying what is there",
-                        line.line,
-                        line.seq,
-                        line.seq - prev_seq - 1
+                        line_no,
+                        seq,
+                        seq - prev_seq - 1
                     ));
                 }
             }
         }
-        self.prev = Some((line.seq, line.line));
+        self.prev = Some((seq, line_no));
         Ok(())
     }
 

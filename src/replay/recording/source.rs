@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::io::BufReader;
 use std::path::Path;
 
-use super::{read_lines, Error, Line, Recording, Result};
+use super::{read_lines, read_lines_with, Error, Line, Peeked, Recording, Result};
 
 /// A recording to replay.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +36,31 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// The lines, checked as [`Self::pass`] checks them, with the event built only for lines whose
+    /// subject's aggregate is `wanted`: the replay's first pass, cheaper than reading every line whole.
+    pub(crate) fn skim<'s>(
+        &self,
+        wanted: impl Fn(&str) -> bool + 's,
+    ) -> Result<Box<dyn Iterator<Item = Result<Peeked<'a>>> + 's>>
+    where
+        'a: 's,
+    {
+        match *self {
+            Source::Memory(recording) => {
+                Ok(Box::new(recording.kept().iter().map(|l| Ok(Peeked::Line(Box::new(Cow::Borrowed(l)))))))
+            }
+            Source::File(path) => {
+                let file = std::fs::File::open(path).map_err(|source| io(path, source))?;
+                let skim = move |text: &str, line: usize| Line::skim(text, line, &wanted);
+                let lines = read_lines_with(BufReader::with_capacity(1 << 16, file), skim);
+                Ok(Box::new(lines.map(move |line| match line {
+                    Err(Error::Io { source, .. }) => Err(io(path, source)),
+                    other => other,
+                })))
+            }
+        }
+    }
+
     /// Reads and checks every line without keeping any: how many lines there are, and how many of them
     /// are eddy events.
     pub fn count(&self) -> Result<(usize, usize)> {
@@ -43,7 +68,7 @@ impl<'a> Source<'a> {
         let (mut lines, mut events) = (0, 0);
         for line in self.pass()? {
             let line = line?;
-            order.check(&line)?;
+            order.check(line.seq, line.line)?;
             lines += 1;
             events += usize::from(line.event().is_ok());
         }
