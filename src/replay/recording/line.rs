@@ -101,33 +101,18 @@ pub(crate) enum Body {
     },
 }
 
-/// A line as the file has it, borrowing what it can.
+/// A line as the file has it, borrowing what it can. The replay's first pass reads the data as
+/// [`serde::de::IgnoredAny`]: checked to be JSON, nothing built.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Input<'a> {
+struct Input<'a, D = Json> {
     seq: u64,
     #[serde(borrow)]
     subject: Cow<'a, str>,
     time: DateTime<Utc>,
     #[serde(default, borrow)]
     headers: Option<&'a RawValue>,
-    data: Json,
-}
-
-/// A line as the replay's first pass reads it: every part checked as [`Input`] is, the data only as
-/// JSON, nothing built.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Skimmed<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    subject: Cow<'a, str>,
-    time: DateTime<Utc>,
-    #[serde(default, borrow)]
-    headers: Option<&'a RawValue>,
-    /// Checked to be JSON, not kept.
-    #[serde(rename = "data")]
-    _data: serde::de::IgnoredAny,
+    data: D,
 }
 
 /// A line of the replay's first pass: read whole, or only where it is.
@@ -246,7 +231,7 @@ impl Line {
     /// Reads one line as [`Line::parse`] does, with the same errors, building it only when the
     /// aggregate of its subject (`events.<aggregate>.<id>`) is `wanted`.
     pub fn skim(text: &str, line: usize, wanted: impl Fn(&str) -> bool) -> serde_json::Result<Peeked<'static>> {
-        let input: Skimmed = serde_json::from_str(text)?;
+        let input: Input<serde::de::IgnoredAny> = serde_json::from_str(text)?;
         header_list(input.headers.map_or("{}", RawValue::get))?;
         let aggregate = input.subject.strip_prefix("events.").and_then(|rest| rest.split('.').next());
         if aggregate.is_some_and(wanted) {
