@@ -177,6 +177,7 @@ impl<'a> Run<'a> {
                 version: timer.version,
                 time: timer.at,
                 command_id: timer.effect_id.clone(),
+                command_digest: String::new(),
                 correlation_id: timer.correlation_id,
                 causation_id: timer.effect_id,
                 traceparent: String::new(),
