@@ -90,6 +90,15 @@ apply = "{}"
             "version",
         ),
         ("account.deposit", json!({"id": "a1", "amount": -5}).to_string(), vec![], "rejected", "422", "positive"),
+        // A rule's message names what it is about (`{{ cmd.id }}` in its text).
+        (
+            "account.withdraw",
+            json!({"id": "nobody", "amount": 5}).to_string(),
+            vec![],
+            "rejected",
+            "422",
+            "account nobody is not open",
+        ),
         ("broken.poke", json!({"id": "b1"}).to_string(), vec![], "internal", "500", "state.n / state.n > 0"),
     ];
     for (target, body, headers, code, status, needle) in cases {
