@@ -242,7 +242,7 @@ enum ViewsAction {
 fn main() -> ExitCode {
     let args = Args::parse();
     // `eddy run` sets up logging from its config ([log], [telemetry]).
-    if !matches!(args.verb, Verb::Run(_)) {
+    if !matches!(&args.verb, Verb::Run(_)) && !matches!(&args.verb, Verb::Bench(b) if b.sets_up_tracing()) {
         cli::init_tracing();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

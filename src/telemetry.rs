@@ -66,6 +66,15 @@ fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, Error> {
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }
 
+/// Sends the spans that wait in the exporter's batch (the process goes on). Blocks: call it off the runtime.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.force_flush() {
+            eprintln!("eddy: flushing spans: {e}");
+        }
+    }
+}
+
 /// Flushes and stops the exporter: spans of the last moments are sent before the process exits. Call it
 /// outside the async runtime (the exporter's HTTP client blocks).
 pub fn shutdown() {

@@ -43,6 +43,7 @@ fn event(seq: u64, aggregate: &str, id: &str, event_type: &str, command_id: &str
             version: 1,
             time: chrono::Utc::now(),
             command_id: command_id.into(),
+            command_digest: String::new(),
             correlation_id: String::new(),
             causation_id: String::new(),
             traceparent: String::new(),

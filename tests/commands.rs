@@ -90,6 +90,15 @@ apply = "{}"
             "version",
         ),
         ("account.deposit", json!({"id": "a1", "amount": -5}).to_string(), vec![], "rejected", "422", "positive"),
+        // A rule's message names what it is about (`{{ cmd.id }}` in its text).
+        (
+            "account.withdraw",
+            json!({"id": "nobody", "amount": 5}).to_string(),
+            vec![],
+            "rejected",
+            "422",
+            "account nobody is not open",
+        ),
         ("broken.poke", json!({"id": "b1"}).to_string(), vec![], "internal", "500", "state.n / state.n > 0"),
     ];
     for (target, body, headers, code, status, needle) in cases {
@@ -138,6 +147,49 @@ async fn a_repeated_command_id_gets_the_first_reply_and_appends_once() {
     let store = EventStore::attach(c.clone(), &config.engine.engine);
     let events = store.load("account", "a1", 1).await.unwrap();
     assert_eq!(events.len(), 3, "open + two distinct deposits: {events:?}");
+    stop(engine).await;
+}
+
+/// A command id names one command: sent again with another body, or for another command, it is a `conflict`
+/// and stores nothing, whether the first reply is in memory, rebuilt after a restart, or read back from the
+/// aggregate's history after the window; the same body in another key order is a repeat.
+#[tokio::test]
+async fn a_command_id_reused_for_another_body_is_a_conflict() {
+    let nats = TestServer::start().await;
+    let mut config = example("bank", &nats.url(), nats.dir.path());
+    config.engine.engine.dedup_window_secs = 2;
+    let engine = engine(&config).await;
+    let c = nats.client().await;
+    ok(&c, "account.open", json!({"id": "a1", "owner": "ann"})).await;
+    let id = [("Eddy-Command-Id", "dep-1")];
+    let first = send_raw(&c, "account.deposit", r#"{"id": "a1", "amount": 100}"#, &id).await;
+    assert!(first.ok(), "{}", first.body);
+    let reordered = send_raw(&c, "account.deposit", r#"{ "amount": 100, "id": "a1" }"#, &id).await;
+    assert_eq!(reordered.raw, first.raw, "key order and spaces do not make another command");
+    let conflicts = |label: &'static str, reply: common::Reply| {
+        assert_eq!(reply.code(), "conflict", "{label}: {}", reply.body);
+        assert!(reply.message().contains("was already used"), "{label}: {}", reply.message());
+    };
+    conflicts("other amount", send_raw(&c, "account.deposit", r#"{"id": "a1", "amount": 101}"#, &id).await);
+    conflicts("other command", send_raw(&c, "account.withdraw", r#"{"id": "a1", "amount": 100}"#, &id).await);
+
+    // A rejection binds its id too.
+    let wd = [("Eddy-Command-Id", "wd-1")];
+    assert_eq!(send_raw(&c, "account.withdraw", r#"{"id": "a1", "amount": 500}"#, &wd).await.code(), "rejected");
+    conflicts("after a rejection", send_raw(&c, "account.withdraw", r#"{"id": "a1", "amount": 5}"#, &wd).await);
+
+    // Rebuilt from the stream after a restart, then read back from the history once the window has passed.
+    stop(engine).await;
+    let engine = common::engine(&config).await;
+    conflicts("after a restart", send_raw(&c, "account.deposit", r#"{"id": "a1", "amount": 7}"#, &id).await);
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    conflicts("after the window", send_raw(&c, "account.deposit", r#"{"id": "a1", "amount": 7}"#, &id).await);
+    let again = send_raw(&c, "account.deposit", r#"{"id": "a1", "amount": 100}"#, &id).await;
+    assert_eq!(again.body, first.body, "the same command still gets its first reply");
+
+    let store = EventStore::attach(c.clone(), &config.engine.engine);
+    let events = store.load("account", "a1", 1).await.unwrap();
+    assert_eq!(events.len(), 2, "open + one deposit: {events:?}");
     stop(engine).await;
 }
 

@@ -1,7 +1,10 @@
 //! The web console in headless Chromium (Debian's `chromium`; `scripts/test.sh` installs it): a transfer
-//! saga's instance page shows its timeline, a parked event is listed with its error and retried with the
-//! operator token, and a screenshot is kept under `target/console/`.
+//! saga's instance page shows its timeline, a parked event is listed with its error and retried by typing the
+//! operator token and pressing the button (over the DevTools protocol), and a screenshot is kept under
+//! `target/console/`.
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
 
 use std::path::PathBuf;
@@ -116,12 +119,21 @@ async fn a_parked_event_is_listed_and_retried_with_the_operator_token() {
     assert_eq!(http.post(&retry).form(&[("token", "guess")]).send().await.unwrap().status(), 401);
     assert_eq!(reactor_status(&c, "ratio").await["parked"], 1);
 
-    // Once the state allows it, the button (its form, with the token) retries it and the page shows none parked.
+    // Once the state allows it, an operator types the token into the page and presses the button.
     let enabled = append_raw(&c, "product", "p3", "Enabled", json!({})).await;
     reactor_at(&c, "ratio", enabled).await;
-    let pressed = http.post(&retry).form(&[("token", "op-token-0123456789")]).send().await.unwrap();
-    assert_eq!(pressed.status(), 200);
-    assert!(pressed.text().await.unwrap().contains("ratio: retry requested"));
+    let mut page = cdp::Page::open(&chromium(), &format!("{base}/reactors")).await;
+    let form = r#"document.querySelector('form[action="/reactors/ratio/retry"]')"#;
+    assert!(page.until(&format!("{form} !== null")).await, "the page shows ratio's retry button");
+    let press = format!(
+        "{form}.querySelector('input[name=token]').value = 'op-token-0123456789'; \
+         {form}.querySelector('button.retry').click(); true"
+    );
+    assert_eq!(page.eval(&press).await, json!(true));
+    assert!(
+        page.until("document.body !== null && document.body.innerText.includes('ratio: retry requested')").await,
+        "the button's answer is shown"
+    );
     assert!(eventually(10, || async { reactor_status(&c, "ratio").await["parked"] == 0 }).await);
     let page = browse(&format!("{base}/reactors"), &["--dump-dom"]).await;
     assert!(page.contains(r#"<td class="parked">0</td>"#), "{page}");

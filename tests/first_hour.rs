@@ -145,3 +145,50 @@ async fn tail_follows_events_saga_transitions_and_publishes() {
     }
     stop(running).await;
 }
+
+/// Client verbs need only `[nats]` and `[engine]`: an error elsewhere in the file on disk (an aggregate being
+/// edited) is a warning, since the running engine is fine; an error in the connection settings still stops
+/// them.
+#[tokio::test]
+async fn client_verbs_run_while_the_config_on_disk_has_errors_elsewhere() {
+    let nats = TestServer::start().await;
+    let running = engine(&example("bank", &nats.url(), nats.dir.path())).await;
+    let dir = tempfile::tempdir().unwrap();
+    copy_example("bank", dir.path());
+    let account = dir.path().join("account.toml");
+    let text = std::fs::read_to_string(&account).unwrap().replace("cmd.amount > 0", "cmd.amount >");
+    std::fs::write(&account, text).unwrap();
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = dir.path().to_path_buf();
+        let url = nats.url();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+                .args(args)
+                .args(["--server", &url, "--config"])
+                .arg(config)
+                .output()
+                .await
+                .expect("eddy runs");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (ok, stdout, stderr) = run(&["send", "account.open", r#"{"id": "a1", "owner": "ann"}"#]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("AccountOpened"), "{stdout}");
+    assert!(stderr.contains("eddy validate"), "the errors are pointed at: {stderr}");
+    for verb in [&["views", "--json"][..], &["reactors", "--json"], &["sagas", "transfer", "--json"]] {
+        let (ok, _, stderr) = run(verb).await;
+        assert!(ok, "{verb:?}: {stderr}");
+    }
+
+    std::fs::write(dir.path().join("eddy.toml"), "[nats]\nurll = \"nats://x\"\n").unwrap();
+    let (ok, _, stderr) = run(&["views"]).await;
+    assert!(!ok, "a connection error stops the client");
+    assert!(stderr.contains("urll"), "{stderr}");
+    stop(running).await;
+}

@@ -104,16 +104,21 @@ async fn transfers_take_every_path_and_balances_are_exact() {
     assert_eq!(inst["history"][1]["trigger"], "rejected");
     assert_eq!((balance(&c, "alice").await, balance(&c, "bob").await), (7_700, 2_300));
 
-    // The transfer aggregate records each outcome.
-    let last = |id: &'static str| {
+    // The transfer aggregate records each outcome: the final state's command runs once the state is stored.
+    let ends_with = |id: &'static str, event_type: &'static str| {
         let c = c.clone();
-        async move { events_on(&c, &format!("events.transfer.{id}")).await.last().unwrap().event_type.clone() }
+        async move {
+            let last = || async {
+                events_on(&c, &format!("events.transfer.{id}")).await.last().unwrap().event_type == event_type
+            };
+            assert!(eventually(10, last).await, "{id} ends with {event_type}");
+        }
     };
-    assert_eq!(last("t-small").await, "TransferCompleted");
-    assert_eq!(last("t-large").await, "TransferCompleted");
-    assert_eq!(last("t-declined").await, "TransferFailed");
-    assert_eq!(last("t-timeout").await, "TransferFailed");
-    assert_eq!(last("t-broke").await, "TransferFailed");
+    ends_with("t-small", "TransferCompleted").await;
+    ends_with("t-large", "TransferCompleted").await;
+    ends_with("t-declined", "TransferFailed").await;
+    ends_with("t-timeout", "TransferFailed").await;
+    ends_with("t-broke", "TransferFailed").await;
     stop(eddy).await;
 }
 

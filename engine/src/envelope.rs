@@ -11,6 +11,9 @@ pub mod headers {
     pub const VERSION: &str = "Eddy-Version";
     pub const TIME: &str = "Eddy-Time";
     pub const COMMAND_ID: &str = "Eddy-Command-Id";
+    /// A digest of the command's aggregate, name and body: a command id sent again with another body is a
+    /// conflict, not a repeat.
+    pub const COMMAND_DIGEST: &str = "Eddy-Command-Digest";
     pub const CORRELATION_ID: &str = "Eddy-Correlation-Id";
     pub const CAUSATION_ID: &str = "Eddy-Causation-Id";
     pub const EXPECTED_VERSION: &str = "Eddy-Expected-Version";
@@ -50,6 +53,9 @@ pub struct StoredEvent {
     pub version: u64,
     pub time: DateTime<Utc>,
     pub command_id: String,
+    /// The digest of the command that stored it (empty: none, as for reactors' own events and older events).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command_digest: String,
     pub correlation_id: String,
     pub causation_id: String,
     /// The `traceparent` it was stored with (empty: none, as before tracing).
@@ -107,6 +113,7 @@ impl StoredEvent {
             version,
             time,
             command_id: text(headers::COMMAND_ID),
+            command_digest: text(headers::COMMAND_DIGEST),
             correlation_id: text(headers::CORRELATION_ID),
             causation_id: text(headers::CAUSATION_ID),
             traceparent: text(headers::TRACEPARENT),
@@ -122,6 +129,8 @@ pub struct OutgoingEvent {
     pub version: u64,
     pub time: DateTime<Utc>,
     pub command_id: String,
+    /// See [`headers::COMMAND_DIGEST`] (empty: none).
+    pub command_digest: String,
     pub correlation_id: String,
     pub causation_id: String,
     /// Idempotency key for JetStream's duplicate window.
@@ -142,6 +151,7 @@ impl OutgoingEvent {
             version: self.version,
             time: self.time,
             command_id: self.command_id,
+            command_digest: self.command_digest,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             traceparent: self.traceparent,
@@ -156,6 +166,9 @@ impl OutgoingEvent {
         h.insert(headers::VERSION, self.version.to_string().as_str());
         h.insert(headers::TIME, format_time(self.time).as_str());
         h.insert(headers::COMMAND_ID, self.command_id.as_str());
+        if !self.command_digest.is_empty() {
+            h.insert(headers::COMMAND_DIGEST, self.command_digest.as_str());
+        }
         h.insert(headers::CORRELATION_ID, self.correlation_id.as_str());
         h.insert(headers::CAUSATION_ID, self.causation_id.as_str());
         h.insert(headers::MSG_ID, self.msg_id.as_str());
@@ -184,6 +197,7 @@ mod tests {
             version: 3,
             time: Utc::now(),
             command_id: "c1".into(),
+            command_digest: "d1".into(),
             correlation_id: "k1".into(),
             causation_id: "c1".into(),
             msg_id: "m".into(),
@@ -194,6 +208,7 @@ mod tests {
         let read = StoredEvent::from_parts(7, "events.account.a1", Some(&out.headers()), &payload).unwrap();
         assert_eq!(read.version, 3);
         assert_eq!(read.event_type, "MoneyDeposited");
+        assert_eq!(read.command_digest, "d1");
         assert_eq!(read.data, out.data);
         assert_eq!(format_time(read.time), format_time(out.time));
     }

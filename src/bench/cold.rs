@@ -115,6 +115,7 @@ async fn seed(store: &EventStore, aggregate: &str, events: usize) -> anyhow::Res
                     version,
                     time: Utc::now(),
                     command_id: id.clone(),
+                    command_digest: String::new(),
                     correlation_id: id.clone(),
                     causation_id: id.clone(),
                     msg_id: id,

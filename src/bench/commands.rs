@@ -28,11 +28,16 @@ pub struct Args {
     /// Accounts the deposits are spread over.
     #[arg(long, default_value_t = 1000)]
     aggregates: usize,
+    /// Record metrics (the Prometheus recorder) and export every span over OTLP to a local receiver, as an
+    /// operator would run it; compare with a run without it.
+    #[arg(long)]
+    pub telemetry: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let sink = if args.telemetry { Some(super::telemetry::Sink::install().await?) } else { None };
     let server = BenchServer::start(&args.common).await?;
     let (_dir, settings) = bench_settings(&server, &[("account.toml", ACCOUNT_TOML)])?;
     let config = settings.engine;
@@ -52,6 +57,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await?;
     engine.stop(CancellationToken::new()).await;
+    if let Some(sink) = sink {
+        let (requests, bytes) = sink.finish().await;
+        println!("telemetry on: metrics recorded; {requests} OTLP export requests ({} KiB) received", bytes / 1024);
+        anyhow::ensure!(requests > 0, "telemetry on, but no span reached the OTLP receiver");
+    }
     report(&args, &floor, &eddy)
 }
 
@@ -114,14 +124,18 @@ fn report(args: &Args, floor: &Run, eddy: &Run) -> anyhow::Result<ExitCode> {
             "p50_us": p50,
             "p99_us": p99,
             "rss_mb": (rss * 10.0).round() / 10.0,
+            "telemetry": args.telemetry,
             "sync": if args.common.server.is_some() { "server's own" } else { args.common.sync.name() },
         });
         println!("{out}");
     } else {
         let sync = if args.common.server.is_some() { "the server's own" } else { args.common.sync.name() };
         println!(
-            "bench commands: {} deposits over {} accounts, {} in flight, sync {sync}",
-            args.count, args.aggregates, args.in_flight
+            "bench commands: {} deposits over {} accounts, {} in flight, sync {sync}, telemetry {}",
+            args.count,
+            args.aggregates,
+            args.in_flight,
+            if args.telemetry { "on" } else { "off" }
         );
         println!(
             "  floor  {:>9.0}/s   p50 {:>6} us   p99 {:>6} us",

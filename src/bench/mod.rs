@@ -8,6 +8,7 @@ mod reactors;
 mod replay;
 mod sagas;
 mod starve;
+mod telemetry;
 mod views;
 
 use std::process::ExitCode;
@@ -28,6 +29,13 @@ pub enum BenchVerb {
     Starve(starve::Args),
     /// View catch-up against a raw ordered-consumer read, and get latency against an echo responder.
     Views(views::Args),
+}
+
+impl BenchVerb {
+    /// Whether the benchmark installs its own log subscriber (one per process): `commands --telemetry`.
+    pub fn sets_up_tracing(&self) -> bool {
+        matches!(self, BenchVerb::Commands(args) if args.telemetry)
+    }
 }
 
 pub async fn run(verb: BenchVerb) -> anyhow::Result<ExitCode> {

@@ -77,10 +77,18 @@ async fn signals(shutdown: Shutdown) {
 /// How long the second signal waits for an orderly immediate stop before the process exits anyway.
 const IMMEDIATE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The config when the file exists; defaults and `EDDY_` env otherwise (client verbs work without one).
+/// The connection settings of the config when the file exists; defaults and `EDDY_` env otherwise (client
+/// verbs work without one). Errors outside `[nats]` and `[engine]` are a warning: the running engine may be
+/// fine, and its operator needs the client most while the file on disk is being fixed.
 pub fn load_or_default(path: &Path) -> anyhow::Result<Config> {
     if path.exists() {
-        load(path).map(|s| s.engine)
+        let config = Config::connection(path).map_err(|errors| {
+            anyhow::anyhow!("{} has {} connection error(s):\n{errors}", path.display(), errors.len())
+        })?;
+        if let Err(errors) = eddy::load(path) {
+            tracing::warn!(config = %path.display(), errors = errors.len(), "the config on disk has errors (see `eddy validate`); using its [nats] and [engine] sections");
+        }
+        Ok(config)
     } else {
         Config::from_env(path)
             .map_err(|errors| anyhow::anyhow!("{} config error(s) in EDDY_ env:\n{errors}", errors.len()))

@@ -168,6 +168,7 @@ impl<'a, 's> Run<'a, 's> {
                 version: timer.version,
                 time: timer.at,
                 command_id: timer.effect_id.clone(),
+                command_digest: String::new(),
                 correlation_id: timer.correlation_id,
                 causation_id: timer.effect_id,
                 traceparent: String::new(),

@@ -221,6 +221,7 @@ pub async fn append_raw(client: &Client, aggregate: &str, id: &str, event_type: 
         version: version + 1,
         time: chrono::Utc::now(),
         command_id: String::new(),
+        command_digest: String::new(),
         correlation_id: String::new(),
         causation_id: String::new(),
         msg_id: uuid::Uuid::new_v4().to_string(),

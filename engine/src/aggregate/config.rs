@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::input::{Field, FieldType};
-use super::{Aggregate, Command, Emit, EventDef, Rule};
+use super::{Aggregate, Command, Emit, EventDef, Message, Rule};
 use crate::cel::Expr;
 use crate::config::{did_you_mean, from_value, is_token, ConfigErrors, Source};
 
@@ -62,7 +62,8 @@ struct CommandToml {
 struct RuleToml {
     /// A CEL bool.
     check: String,
-    /// The rejection message when `check` is false.
+    /// The rejection message when `check` is false; `{{ expr }}` holes are CEL over the check's variables
+    /// (`"account {{ cmd.id }} is not open"`).
     error: String,
 }
 
@@ -168,7 +169,15 @@ impl Aggregate {
                 .enumerate()
                 .filter_map(|(i, r)| {
                     let check = checked(&mut ctx, &format!("{key}.rules[{i}].check"), &r.check)?;
-                    Some(Rule { check, error: r.error.clone() })
+                    let at = format!("{key}.rules[{i}].error");
+                    let error = match Message::parse(&r.error, |hole| checked(&mut ctx, &at, hole)) {
+                        Ok(message) => message?,
+                        Err(why) => {
+                            ctx.error(&at, &why);
+                            return None;
+                        }
+                    };
+                    Some(Rule { check, error })
                 })
                 .collect();
             let mut emit = Vec::new();

@@ -2,12 +2,14 @@
 
 mod config;
 pub mod input;
+mod message;
 mod meta;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json};
 
+pub use message::Message;
 pub use meta::{date_of, CommandMeta, EventMeta};
 
 use crate::cel::{self, EventScope, Expr, Vars};
@@ -40,7 +42,7 @@ pub struct Command {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub check: Expr,
-    pub error: String,
+    pub error: Message,
 }
 
 /// An event a command emits.
@@ -96,7 +98,7 @@ impl Aggregate {
             .set_value("meta", meta.to_cel());
         for rule in &command.rules {
             if !rule.check.eval_bool(&vars)? {
-                return Err(DecideError::Rejected(rule.error.clone()));
+                return Err(DecideError::Rejected(rule.error.render(&vars)));
             }
         }
         let mut events = Vec::with_capacity(command.emit.len());

@@ -56,6 +56,7 @@ fn event() -> StoredEvent {
         version: 2,
         time: chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().into(),
         command_id: "c".into(),
+        command_digest: String::new(),
         correlation_id: "k".into(),
         causation_id: "c".into(),
         traceparent: String::new(),

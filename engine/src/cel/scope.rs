@@ -150,6 +150,7 @@ mod tests {
             version: 3,
             time: chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().into(),
             command_id: "c1".into(),
+            command_digest: String::new(),
             correlation_id: "k1".into(),
             causation_id: "c0".into(),
             traceparent: String::new(),

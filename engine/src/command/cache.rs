@@ -33,11 +33,19 @@ pub struct Entry {
     /// Stream sequence of the last event (0: none).
     pub last_seq: u64,
     recent: VecDeque<(DateTime<Utc>, String)>,
-    replies: HashMap<String, Arc<Reply>>,
+    replies: HashMap<String, Answer>,
     /// Hash of every stored command id of this aggregate -> the seq of its first event.
     stored: HashMap<u64, u64>,
     /// The version of the last snapshot stored or restored (see `super::snapshot`).
     pub snapshot_version: u64,
+}
+
+/// The reply first given to a command id, and the digest of the command it answered (empty: unknown, as for
+/// events stored before digests).
+#[derive(Clone)]
+pub struct Answer {
+    pub reply: Arc<Reply>,
+    pub digest: String,
 }
 
 /// Hashed into every snapshot's fingerprint, so a build that hashes ids differently ignores the snapshot.
@@ -102,12 +110,12 @@ impl Entry {
     }
 
     /// The reply first given to `command_id`, if within the window.
-    pub fn reply_for(&self, command_id: &str) -> Option<Arc<Reply>> {
-        self.replies.get(command_id).cloned()
+    pub fn reply_for(&self, command_id: &str) -> Option<&Answer> {
+        self.replies.get(command_id)
     }
 
-    /// Remembers the reply to `command_id`, forgetting replies older than `window`.
-    pub fn remember(&mut self, command_id: &str, at: DateTime<Utc>, reply: Arc<Reply>, window: Duration) {
+    /// Remembers the answer to `command_id`, forgetting answers older than `window`.
+    pub fn remember(&mut self, command_id: &str, at: DateTime<Utc>, answer: Answer, window: Duration) {
         while let Some((t, id)) = self.recent.front() {
             if at - *t <= window {
                 break;
@@ -115,7 +123,7 @@ impl Entry {
             self.replies.remove(id);
             self.recent.pop_front();
         }
-        if self.replies.insert(command_id.to_string(), reply).is_none() {
+        if self.replies.insert(command_id.to_string(), answer).is_none() {
             self.recent.push_back((at, command_id.to_string()));
         }
     }
@@ -160,6 +168,7 @@ impl Entry {
                     self.finish_pending(aggregate, &event.id, pending.take(), window);
                     pending = Some(Pending {
                         command_id: event.command_id.clone(),
+                        digest: event.command_digest.clone(),
                         at: event.time,
                         version: event.version,
                         events: vec![reply_event],
@@ -184,7 +193,8 @@ impl Entry {
             seq,
             events: p.events,
         };
-        self.remember(&p.command_id, p.at, Arc::new(Reply::success(&success)), window);
+        let answer = Answer { reply: Arc::new(Reply::success(&success)), digest: p.digest };
+        self.remember(&p.command_id, p.at, answer, window);
     }
 }
 
@@ -211,6 +221,7 @@ pub fn stored_reply(aggregate: &Aggregate, command_id: &str, events: &[StoredEve
 /// The events of one command met while folding, to rebuild its reply.
 struct Pending {
     command_id: String,
+    digest: String,
     at: DateTime<Utc>,
     version: u64,
     events: Vec<ReplyEvent>,

@@ -6,7 +6,8 @@ use chrono::Utc;
 use serde_json::Value as Json;
 use tracing::Instrument;
 
-use super::cache::Entry;
+use super::cache::{Answer, Entry};
+use super::digest;
 use super::CommandService;
 use crate::aggregate::{input, Aggregate, CommandMeta, DecideError, EventMeta};
 use crate::api::{ErrorCode, Failure, Reply, ReplyEvent, Success};
@@ -94,6 +95,7 @@ impl CommandService {
             return Err(fail(ErrorCode::Invalid, "the body must be a JSON object"));
         };
         let id = input::validate(&command.input, &mut body).map_err(|m| fail(ErrorCode::Invalid, m))?;
+        let digest = digest::of(aggregate_name, command_name, &body);
         let command_id = ctx.command_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let correlation_id = ctx.correlation_id.clone().unwrap_or_else(|| command_id.clone());
         let causation_id = ctx.causation_id.clone().unwrap_or_else(|| command_id.clone());
@@ -106,11 +108,11 @@ impl CommandService {
         // Every pass starts after a load or a catch-up (a conflict, a duplicate, a stale rejection), so the
         // id is looked up in everything this engine knows of the aggregate before anything is decided.
         for _ in 0..MAX_ATTEMPTS {
-            if let Some(reply) = entry.reply_for(&command_id) {
-                return Ok(reply);
+            if let Some(answer) = entry.reply_for(&command_id) {
+                return repeat(answer, &command_id, &digest);
             }
-            if let Some(reply) = self.stored_reply(aggregate, &id, &command_id, &mut entry).await? {
-                return Ok(reply);
+            if let Some(answer) = self.stored_reply(aggregate, &id, &command_id, &mut entry).await? {
+                return repeat(&answer, &command_id, &digest);
             }
             if let Some(expected) = ctx.expected_version {
                 if expected != entry.version {
@@ -143,7 +145,12 @@ impl CommandService {
                         continue;
                     }
                     let reply = Arc::new(Reply::failure(fail(ErrorCode::Rejected, message)));
-                    entry.remember(&command_id, now, reply.clone(), self.window);
+                    entry.remember(
+                        &command_id,
+                        now,
+                        Answer { reply: reply.clone(), digest: digest.clone() },
+                        self.window,
+                    );
                     return Ok(reply);
                 }
                 // The contract's `internal`: a CEL runtime error, naming the expression. Nothing is stored, so
@@ -160,7 +167,7 @@ impl CommandService {
                     events: Vec::new(),
                 };
                 let reply = Arc::new(Reply::success(&success));
-                entry.remember(&command_id, now, reply.clone(), self.window);
+                entry.remember(&command_id, now, Answer { reply: reply.clone(), digest: digest.clone() }, self.window);
                 return Ok(reply);
             }
             let outgoing: Vec<OutgoingEvent> = decided
@@ -171,6 +178,7 @@ impl CommandService {
                     version: entry.version + i as u64 + 1,
                     time: now,
                     command_id: command_id.clone(),
+                    command_digest: digest.clone(),
                     correlation_id: correlation_id.clone(),
                     causation_id: causation_id.clone(),
                     msg_id: format!("{aggregate_name}:{id}:{command_id}:{i}"),
@@ -214,7 +222,12 @@ impl CommandService {
                             .collect(),
                     };
                     let reply = Arc::new(Reply::success(&success));
-                    entry.remember(&command_id, now, reply.clone(), self.window);
+                    entry.remember(
+                        &command_id,
+                        now,
+                        Answer { reply: reply.clone(), digest: digest.clone() },
+                        self.window,
+                    );
                     return Ok(reply);
                 }
                 Ok(Appended::Conflict | Appended::Duplicate) => {
@@ -244,7 +257,7 @@ impl CommandService {
         id: &str,
         command_id: &str,
         entry: &mut Entry,
-    ) -> Result<Option<Arc<Reply>>, Failure> {
+    ) -> Result<Option<Answer>, Failure> {
         let Some(first_seq) = entry.stored_seq(command_id) else { return Ok(None) };
         let events = self.store.load(&aggregate.name, id, first_seq).await.map_err(store_failure)?;
         let Some(reply) = super::cache::stored_reply(aggregate, command_id, &events) else {
@@ -252,9 +265,9 @@ impl CommandService {
             return Ok(None);
         };
         tracing::info!(aggregate = %aggregate.name, %id, %command_id, seq = first_seq, "a stored command was sent again; answered with its original outcome");
-        let reply = Arc::new(reply);
-        entry.remember(command_id, Utc::now(), reply.clone(), self.window);
-        Ok(Some(reply))
+        let answer = Answer { reply: Arc::new(reply), digest: events[0].command_digest.clone() };
+        entry.remember(command_id, Utc::now(), answer.clone(), self.window);
+        Ok(Some(answer))
     }
 
     /// Reads the events after the entry's last sequence and folds them in. An event that cannot be read or
@@ -288,6 +301,20 @@ impl CommandService {
             format!("{aggregate} {id} cannot be loaded: {why}; see `eddy history {aggregate} {id}`"),
         )
     }
+}
+
+/// The first answer to `command_id`, when this command repeats the one it answered; a `conflict` when the
+/// id was used for another command or body.
+fn repeat(answer: &Answer, command_id: &str, digest: &str) -> Result<Arc<Reply>, Failure> {
+    if digest::repeats(&answer.digest, digest) {
+        return Ok(answer.reply.clone());
+    }
+    Err(fail(
+        ErrorCode::Conflict,
+        format!(
+            "command id `{command_id}` was already used for another command or body; use a new id for a new command"
+        ),
+    ))
 }
 
 /// The state after `events`, numbered from `first_seq`.

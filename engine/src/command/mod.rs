@@ -1,6 +1,7 @@
 //! The command side: `<api_prefix>.cmd.<aggregate>.<command>` served on the `eddy` micro service.
 
 mod cache;
+mod digest;
 mod execute;
 mod fence;
 mod snapshot;

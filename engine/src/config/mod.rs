@@ -168,6 +168,28 @@ impl Config {
         Self::load_with(path, &[], |_, _, _| ()).map(|(config, ())| config)
     }
 
+    /// Only what a client needs to reach a running engine: `[nats]` and `[engine]` of the config at `path`
+    /// (files and `EDDY_` env), validated; errors in other sections do not count. A client verb must work
+    /// while an aggregate or reactor being edited has errors, since the running engine is fine.
+    pub fn connection(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let source = Source::load(path, &mut errors);
+        let nats = source.extract::<NatsConfig>("nats", &mut errors).unwrap_or_default();
+        let engine = source.extract::<EngineConfig>("engine", &mut errors).unwrap_or_default();
+        validate_nats(&nats, &source, &mut errors);
+        validate_engine(&engine, &source, &mut errors);
+        let config = Config {
+            nats,
+            engine,
+            http: Default::default(),
+            telemetry: Default::default(),
+            log: Default::default(),
+            aggregates: BTreeMap::new(),
+            path: path.to_path_buf(),
+        };
+        errors.into_result(config)
+    }
+
     /// Loads the engine's sections and lets `extra` read the top-level sections named in `claimed` (reactors,
     /// projections), so that every error of every section is reported together.
     pub fn load_with<T>(

@@ -104,6 +104,7 @@ impl Effects {
                     // The firing's time is the time it was set for, whenever the server appends it.
                     time: *at,
                     command_id: pending.id.clone(),
+                    command_digest: String::new(),
                     correlation_id: pending.correlation_id.clone(),
                     causation_id: pending.id.clone(),
                     msg_id: pending.id.clone(),
@@ -302,6 +303,7 @@ impl Effects {
                 version: version + 1,
                 time: Utc::now(),
                 command_id: p.id.clone(),
+                command_digest: String::new(),
                 correlation_id: if p.correlation_id.is_empty() { p.id.clone() } else { p.correlation_id.clone() },
                 causation_id: p.id.clone(),
                 msg_id: p.id.clone(),

@@ -154,6 +154,7 @@ impl Append {
             version: self.version,
             time,
             command_id: self.msg_id.clone(),
+            command_digest: String::new(),
             correlation_id: self.correlation_id.clone(),
             causation_id: self.msg_id.clone(),
             msg_id: self.msg_id.clone(),

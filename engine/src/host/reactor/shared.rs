@@ -84,7 +84,12 @@ pub(super) async fn commit_retrying(
     let mut backoff = Backoff::failure();
     loop {
         let counters = shared.counters.lock().expect("lock").clone();
-        match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
+        let committed = match shared.state.commit(changes, bookmark, outbox, parked, &counters) {
+            Ok(()) if outbox.is_empty() => Ok(()),
+            Ok(()) => shared.state.flush().await,
+            Err(e) => Err(e),
+        };
+        match committed {
             Ok(()) => return true,
             Err(e) => {
                 tracing::error!(reactor = %name, seq = bookmark, error = %e, "cannot store the reactor's state; retrying");

@@ -150,7 +150,9 @@ impl ReactorState {
     }
 
     /// Commits a batch: entries, bookmark, new outbox entries, parked items and counters, atomically. When
-    /// the batch holds actions it is flushed before returning, so no action runs before its cause is durable.
+    /// the batch holds actions the caller must [`flush`](Self::flush) before running them, so no action runs
+    /// before its cause is durable; the flush is awaited, not blocking, since an fsync would stall a worker
+    /// of the runtime that serves commands.
     pub fn commit(
         &self,
         changes: &Changes,
@@ -177,9 +179,6 @@ impl ReactorState {
         batch.insert(BOOKMARK, &bookmark.to_be_bytes());
         batch.insert(COUNTERS, serde_json::to_vec(counters).expect("serializes"));
         self.db.apply_batch(batch)?;
-        if !outbox.is_empty() {
-            self.db.flush()?;
-        }
         Ok(())
     }
 
