@@ -96,6 +96,7 @@ mod tests {
             version: 3,
             time: chrono::DateTime::UNIX_EPOCH,
             command_id: "c1".into(),
+            command_digest: String::new(),
             correlation_id: correlation_id.into(),
             causation_id: "c1".into(),
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
