@@ -41,6 +41,28 @@ fn spawn(config: &Path, url: &str, data: &Path) -> Child {
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling a child this test spawned.
     unsafe { libc::kill(child.id() as i32, sig) };
+    if sig == libc::SIGSTOP {
+        stopped(child.id());
+    }
+}
+
+/// Waits until every thread of `pid` is stopped. `kill` returns once SIGSTOP is queued; the threads stop as
+/// each is told, and on a loaded machine one may still run for a while, and read a request, after `kill`
+/// has returned.
+fn stopped(pid: u32) {
+    let all_stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !all_stopped() {
+        assert!(std::time::Instant::now() < deadline, "eddy stops within 30 s of SIGSTOP");
+        std::thread::yield_now();
+    }
 }
 
 /// Every message of the stream with its headers.
