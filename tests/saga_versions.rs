@@ -96,6 +96,22 @@ async fn in_flight_transfers_finish_on_their_version_while_new_ones_start_on_the
     let expected = [("t-new", 2), ("t-reload", 1), ("t-restart", 1)].map(|(i, v)| (i.to_string(), v));
     assert_eq!(listed, expected);
 
+    // Editing version 1's states while t-restart runs on it is refused as a whole: the running config stays.
+    let v1_of = |running: &eddy::Running| {
+        let saga = running.settings().reactors.iter().find_map(|r| match r {
+            eddy_reactors::Reactor::Saga(s) => Some(s.clone()),
+            eddy_reactors::Reactor::Rule(_) => None,
+        });
+        saga.unwrap().definitions[&1].fingerprint.clone()
+    };
+    let pinned = v1_of(&eddy_engine);
+    let kept = std::fs::read_to_string(config.join(SAGA)).unwrap();
+    std::fs::write(config.join(SAGA), kept.replace("timeout_secs = 60", "timeout_secs = 61")).unwrap();
+    let edited = config_at(&config, &nats.url(), dir);
+    eddy_engine.apply(edited).await;
+    assert_eq!(v1_of(&eddy_engine), pinned, "the edit of a running version is not applied");
+    std::fs::write(config.join(SAGA), kept).unwrap();
+
     // `eddy sagas` prints each instance's version.
     let out = eddy(&["sagas", "transfer"], &config, &nats.url());
     let text = String::from_utf8_lossy(&out.stdout);

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use eddy_engine::config::{did_you_mean, Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::{OnError, Policy, Start};
 use eddy_engine::host::{Catalog, Pattern, PatternMap};
+use figment::value::Value;
 use serde::Deserialize;
 
 use super::state::{ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
@@ -149,6 +150,7 @@ pub fn load(
     let start = c.pattern(&format!("{key}.start"), start_pattern);
     let start_id = start_id.and_then(|s| c.compile(&format!("{key}.start.id"), s, EVENT_VARS));
     let data = c.compile(&format!("{key}.data"), toml.data.as_deref().unwrap_or("{}"), EVENT_VARS);
+    let raw_version = |v: &str| raw.find_ref(&format!("versions.{v}"));
     let current = VersionToml {
         initial: toml.initial.clone(),
         correlate: std::mem::take(&mut toml.correlate),
@@ -158,12 +160,12 @@ pub fn load(
     if toml.version == 0 {
         c.push(&format!("{key}.version"), "versions start at 1");
     }
-    definitions.insert(toml.version, definition(&c, config, &log, &key, &current));
+    definitions.insert(toml.version, definition(&c, config, &log, &key, &current, Some(&raw)));
     for (v, old) in &toml.versions {
         let at = format!("{key}.versions.{v}");
         match v.parse::<u32>() {
             Ok(n) if n >= 1 && n < toml.version => {
-                definitions.insert(n, definition(&c, config, &log, &at, old));
+                definitions.insert(n, definition(&c, config, &log, &at, old, raw_version(v)));
             }
             Ok(n) if n == toml.version => {
                 c.push(&at, format!("is the current `version = {n}`; keep only earlier definitions here"))
@@ -208,7 +210,14 @@ pub fn load(
 }
 
 /// One version's states and correlations, checked as a state machine.
-fn definition(c: &Compiler, config: &Config, log: &str, key: &str, toml: &VersionToml) -> Definition {
+fn definition(
+    c: &Compiler,
+    config: &Config,
+    log: &str,
+    key: &str,
+    toml: &VersionToml,
+    raw: Option<&Value>,
+) -> Definition {
     let mut correlate = PatternMap::default();
     for (pattern, expr) in &toml.correlate {
         let at = format!("{key}.correlate.\"{pattern}\"");
@@ -221,7 +230,10 @@ fn definition(c: &Compiler, config: &Config, log: &str, key: &str, toml: &Versio
         states.insert(state_name.clone(), load_state(c, config, log, &format!("{key}.states.{state_name}"), st));
     }
     check_graph(c, key, toml, &states);
-    Definition { initial: toml.initial.clone(), correlate, states }
+    // What its instances run on, wherever it is written: the same at the top level and under `versions`.
+    let part = |k: &str| raw.and_then(|r| r.find_ref(k));
+    let fingerprint = fingerprint(&(part("initial"), part("states"), part("correlate")));
+    Definition { initial: toml.initial.clone(), correlate, states, fingerprint }
 }
 
 /// One state; its emits go to the saga's log, `events.<log>.<instance>`.

@@ -52,6 +52,8 @@ pub struct Saga {
 /// One version of the state machine.
 #[derive(Debug)]
 pub struct Definition {
+    /// Of its `initial`, `states` and `correlate` as written: a change under running instances is refused.
+    pub fingerprint: String,
     pub initial: String,
     pub correlate: PatternMap<Expr>,
     pub states: BTreeMap<String, State>,
