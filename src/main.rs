@@ -42,6 +42,9 @@ enum Verb {
         /// known and every upcast must evaluate.
         #[arg(long)]
         recording: Option<PathBuf>,
+        /// Where the stream is, to check that no running saga instance loses its version.
+        #[command(flatten)]
+        server: cli::Conn,
     },
     /// Send a command and print the reply: eddy send account.deposit '{"id":"a1","amount":5}'
     Send {
@@ -249,7 +252,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match args.verb {
             Verb::Run(c) => cli::run(&c.config).await,
-            Verb::Validate { config, recording } => cli::validate(&config.config, recording.as_deref()),
+            Verb::Validate { config, recording, server } => {
+                cli::validate(&config.config, recording.as_deref(), &server).await
+            }
             Verb::Send { target, body, command_id, expected_version, correlation_id, wait, config, server } => {
                 let headers = cli::SendHeaders { command_id, expected_version, correlation_id, wait };
                 cli::send(&config.config, &server, &target, &body, headers).await

@@ -85,6 +85,10 @@ fn pretty(value: &Value) -> String {
 async fn entered(store: &EventStore, saga: &str, record: &StoredEvent, records: &[StoredEvent]) -> Step {
     let d = &record.data;
     let mut trigger = d["trigger"].as_str().unwrap_or_default().to_string();
+    if record.event_type == "SagaStarted" {
+        // The version the instance runs on to its end (absent on a log written before versions: 1).
+        trigger.push_str(&format!(" on version {}", d["saga_version"].as_u64().unwrap_or(1)));
+    }
     if d["final"] == true {
         trigger.push_str(" (final)");
     }

@@ -100,3 +100,19 @@ async fn cold_loads_use_snapshots_of_the_same_rules_and_work_without_them() {
     assert!(eventually(10, || async { snapshot_seq(&js).await.is_some() }).await, "the bucket is made again");
     stop(fourth).await;
 }
+
+/// The snapshot writer is a task the engine owns: a graceful stop writes what is queued before it returns.
+#[tokio::test]
+async fn a_graceful_stop_writes_the_queued_snapshots() {
+    let nats = TestServer::start().await;
+    let c = nats.client().await;
+    let js = jetstream::new(c.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let eddy = engine(&settings(dir.path(), &nats.url(), SUM)).await;
+    for _ in 0..10 {
+        ok(&c, "counter.add", json!({"id": "c1", "by": 1})).await;
+    }
+    // No waiting for the write: the stop drains it.
+    stop(eddy).await;
+    assert_eq!(snapshot_seq(&js).await, Some(last_seq(&c).await), "the snapshot after the 10th event is stored");
+}

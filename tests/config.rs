@@ -73,3 +73,9 @@ fn http_telemetry_and_log_errors_are_reported_with_file_and_key() {
     let errors = eddy::load(&common::root().join("tests/fixtures/bad-observability")).unwrap_err();
     insta::assert_snapshot!(errors.to_string());
 }
+
+#[test]
+fn saga_version_errors_are_reported_with_file_and_key() {
+    let errors = eddy::load(&common::root().join("tests/fixtures/bad-saga-versions")).unwrap_err();
+    insta::assert_snapshot!(errors.to_string());
+}

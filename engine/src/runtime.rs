@@ -110,6 +110,7 @@ impl Engine {
         let cmds = commands.clone();
         let token = stop.clone();
         let tasks = vec![
+            tokio::spawn(commands.snapshot_writer(stop.clone())),
             tokio::spawn(async move { command::serve(endpoint, &prefix, cmds, token).await }),
             tokio::spawn(answer),
         ];

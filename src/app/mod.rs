@@ -1,5 +1,6 @@
 //! Loading the whole config and running every component, with reload on config change or SIGHUP.
 
+mod pins;
 mod reload;
 
 use std::collections::BTreeMap;
@@ -98,8 +99,17 @@ impl Running {
         &self.settings
     }
 
-    /// Applies a new, already validated config to the running components.
+    /// Applies a new, already validated config to the running components; refused as a whole (logged) when
+    /// it would change the states that running saga instances are on.
     pub async fn apply(&mut self, settings: Settings) {
+        let pinned = pins::changed_under_instances(&self.reactors, &self.settings.reactors, &settings.reactors);
+        if !pinned.is_empty() {
+            for problem in &pinned {
+                tracing::error!(error = %problem, "new config rejected");
+            }
+            tracing::error!("the new config would move running saga instances; the running set stays as it is");
+            return;
+        }
         if let Err(e) = self.views.update(&settings.views).await {
             tracing::error!(error = %e, "applying the new views failed");
         }

@@ -5,6 +5,7 @@ mod history;
 mod reactors;
 mod record;
 mod replay;
+mod running;
 mod sagas;
 mod send;
 mod tail;

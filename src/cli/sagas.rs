@@ -69,12 +69,13 @@ pub async fn sagas(config: &Path, server: &super::Conn, args: SagasArgs) -> anyh
     if reply["ok"] != true || args.json {
         return Ok(print_json(&reply, args.json));
     }
-    println!("{:<28} {:<14} {:>10} {:>10}  LAST TRANSITION", "INSTANCE", "STATE", "AGE", "IN STATE");
+    println!("{:<28} {:>7} {:<14} {:>10} {:>10}  LAST TRANSITION", "INSTANCE", "VERSION", "STATE", "AGE", "IN STATE");
     for i in reply["items"].as_array().into_iter().flatten() {
         let state = format!("{}{}", i["state"].as_str().unwrap_or(""), if i["final"] == true { " ✓" } else { "" });
         println!(
-            "{:<28} {:<14} {:>10} {:>10}  {}",
+            "{:<28} {:>7} {:<14} {:>10} {:>10}  {}",
             i["id"].as_str().unwrap_or(""),
+            i["version"],
             state,
             secs(&i["age_secs"]),
             secs(&i["in_state_secs"]),
@@ -118,8 +119,10 @@ fn step(s: &Value) -> String {
 
 fn print_instance(inst: &Value) {
     println!(
-        "instance {}  state {}{}",
+        "instance {}  version {}  state {}{}",
         inst["id"].as_str().unwrap_or(""),
+        // The stored instance omits the first version.
+        inst["saga_version"].as_u64().unwrap_or(1),
         inst["state"].as_str().unwrap_or(""),
         if inst["final"] == true { " (final)" } else { "" }
     );

@@ -10,7 +10,7 @@ use eddy::Settings;
 use eddy_engine::upcast::Schemas;
 
 /// `eddy validate`.
-pub fn validate(path: &Path, recording: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn validate(path: &Path, recording: Option<&Path>, server: &super::Conn) -> anyhow::Result<ExitCode> {
     let settings = match eddy::load(path) {
         Ok(settings) => settings,
         Err(errors) => {
@@ -28,6 +28,9 @@ pub fn validate(path: &Path, recording: Option<&Path>) -> anyhow::Result<ExitCod
         settings.views.len(),
         settings.reactors.len()
     );
+    if !saga_versions_kept(&settings, server).await {
+        return Ok(ExitCode::FAILURE);
+    }
     let Some(recording) = recording else { return Ok(ExitCode::SUCCESS) };
     let read = Recording::read(recording)?;
     let problems = unreadable(&settings, &read);
@@ -46,6 +49,32 @@ pub fn validate(path: &Path, recording: Option<&Path>) -> anyhow::Result<ExitCod
     let count: usize = problems.values().map(Vec::len).sum();
     eprintln!("{}: {count} of {events} recorded events cannot be read under this config", recording.display());
     Ok(ExitCode::FAILURE)
+}
+
+/// Whether every saga version that running instances use is still in the config. Not knowing (no server)
+/// is said on stderr and passes: a config is often checked away from its stream.
+async fn saga_versions_kept(settings: &Settings, server: &super::Conn) -> bool {
+    match super::running::dropped_versions(settings, server).await {
+        Ok(dropped) => {
+            for d in &dropped {
+                let more =
+                    if d.instances.len() > 3 { format!(" and {} more", d.instances.len() - 3) } else { String::new() };
+                println!(
+                    "reactors.{}: drops version {}, which {} running instance(s) still use ({}{more}); keep it under `versions.{}` until they finish",
+                    d.saga,
+                    d.version,
+                    d.instances.len(),
+                    d.instances.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    d.version
+                );
+            }
+            dropped.is_empty()
+        }
+        Err(why) => {
+            eprintln!("saga versions of running instances NOT checked: {why}");
+            true
+        }
+    }
 }
 
 /// Each kind of recorded event the config cannot read, with the lines of every such event.

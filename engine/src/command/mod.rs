@@ -39,6 +39,8 @@ pub struct CommandService {
     window: chrono::Duration,
     fences: fence::Fences,
     snapshots: Arc<Snapshots>,
+    /// Snapshots waiting for the engine's writer task.
+    snapshot_queue: snapshot::Queue,
     /// Finishes the replies of commands sent with `Eddy-Wait`; set once the reactors run.
     waiter: std::sync::OnceLock<Arc<dyn crate::api::StartWait>>,
 }
@@ -51,6 +53,7 @@ impl CommandService {
             window: chrono::Duration::seconds(config.engine.dedup_window_secs as i64),
             fences: fence::Fences::new(),
             snapshots: Arc::new(Snapshots::new(store.jetstream().clone(), &config.engine)),
+            snapshot_queue: snapshot::Queue::new(),
             store,
             waiter: std::sync::OnceLock::new(),
         }

@@ -139,7 +139,7 @@ pub fn fields_read(var: &str, exprs: &[&Expr]) -> Option<Vec<String>> {
 }
 
 /// Changes whenever the definition does.
-pub fn fingerprint(raw: &Value) -> String {
+pub fn fingerprint(raw: &impl serde::Serialize) -> String {
     let mut hasher = fnv::FnvHasher::default();
     hasher.write(serde_json::to_string(raw).unwrap_or_default().as_bytes());
     format!("{:016x}", hasher.finish())

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use eddy_engine::config::{did_you_mean, Config, ConfigErrors, Source};
 use eddy_engine::host::reactor::{OnError, Policy, Start};
 use eddy_engine::host::{Catalog, Pattern, PatternMap};
+use figment::value::Value;
 use serde::Deserialize;
 
 use super::state::{ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
-use super::{Saga, State, Transition};
+use super::{Definition, Saga, State, Transition};
 use crate::common::{fingerprint, load_action, ActionKind, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
 
 /// Variables of `start.id`, `data` and `correlate`.
@@ -42,10 +43,34 @@ struct SagaToml {
     /// Retries, with backoff, of a failing event or action.
     #[serde(default = "default_max_retries")]
     max_retries: u32,
+    /// This definition's version (default 1). An instance runs to its end on the version it started on.
+    #[serde(default = "first_version")]
+    version: u32,
+    /// Earlier versions that instances still run on: version -> `{ initial, states, correlate }`.
+    #[serde(default)]
+    versions: BTreeMap<String, VersionToml>,
+}
+
+/// `[reactors.<name>.versions.<n>]`: an earlier definition, kept for the instances started on it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionToml {
+    /// The state its instances started in.
+    initial: String,
+    /// Events not caused by the saga's own commands: pattern -> CEL string naming the instance.
+    #[serde(default)]
+    correlate: BTreeMap<String, String>,
+    /// Its states.
+    #[serde(default)]
+    states: BTreeMap<String, StateToml>,
 }
 
 fn default_max_retries() -> u32 {
     DEFAULT_MAX_RETRIES
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 #[derive(Deserialize)]
@@ -112,7 +137,7 @@ pub fn load(
 ) -> Option<Saga> {
     let key = format!("reactors.{name}");
     let before = errors.len();
-    let (toml, raw): (SagaToml, _) = crate::common::extract(source, &key, errors)?;
+    let (mut toml, raw): (SagaToml, _) = crate::common::extract(source, &key, errors)?;
     let c = Compiler::new(source, catalog, errors);
     let log = super::log_aggregate(name);
     if config.aggregates.contains_key(&log) {
@@ -125,25 +150,45 @@ pub fn load(
     let start = c.pattern(&format!("{key}.start"), start_pattern);
     let start_id = start_id.and_then(|s| c.compile(&format!("{key}.start.id"), s, EVENT_VARS));
     let data = c.compile(&format!("{key}.data"), toml.data.as_deref().unwrap_or("{}"), EVENT_VARS);
-    let mut correlate = PatternMap::default();
-    for (pattern, expr) in &toml.correlate {
-        let at = format!("{key}.correlate.\"{pattern}\"");
-        if let (Some(p), Some(e)) = (c.pattern(&at, pattern), c.compile(&at, expr, EVENT_VARS)) {
-            correlate.insert(p, e);
+    let raw_version = |v: &str| raw.find_ref(&format!("versions.{v}"));
+    let current = VersionToml {
+        initial: toml.initial.clone(),
+        correlate: std::mem::take(&mut toml.correlate),
+        states: std::mem::take(&mut toml.states),
+    };
+    let mut definitions = BTreeMap::new();
+    if toml.version == 0 {
+        c.push(&format!("{key}.version"), "versions start at 1");
+    }
+    definitions.insert(toml.version, definition(&c, config, &log, &key, &current, Some(&raw)));
+    for (v, old) in &toml.versions {
+        let at = format!("{key}.versions.{v}");
+        match v.parse::<u32>() {
+            Ok(n) if n >= 1 && n < toml.version => {
+                definitions.insert(n, definition(&c, config, &log, &at, old, raw_version(v)));
+            }
+            Ok(n) if n == toml.version => {
+                c.push(&at, format!("is the current `version = {n}`; keep only earlier definitions here"))
+            }
+            Ok(n) if n > toml.version => c.push(
+                &at,
+                format!("is newer than the current `version = {}`; raise `version` to make it current", toml.version),
+            ),
+            _ => c.push(
+                &at,
+                format!("`{v}` is not an earlier version: a number below the current `version = {}`", toml.version),
+            ),
         }
     }
-    let mut states = BTreeMap::new();
-    for (state_name, st) in &toml.states {
-        states.insert(state_name.clone(), load_state(&c, config, &log, &format!("{key}.states.{state_name}"), st));
-    }
-    check_graph(&c, &key, &toml, &states);
     if c.len() != before {
         return None;
     }
     let mut patterns: Vec<Pattern> = start.iter().cloned().collect();
-    patterns.extend(correlate.patterns().cloned());
-    for st in states.values() {
-        patterns.extend(st.on.patterns().cloned());
+    for def in definitions.values() {
+        patterns.extend(def.correlate.patterns().cloned());
+        for st in def.states.values() {
+            patterns.extend(st.on.patterns().cloned());
+        }
     }
     Some(Saga {
         name: name.to_string(),
@@ -158,11 +203,37 @@ pub fn load(
         start: start?,
         start_id,
         data: data?,
-        initial: toml.initial,
-        correlate,
-        states,
+        version: toml.version,
+        definitions,
         patterns,
     })
+}
+
+/// One version's states and correlations, checked as a state machine.
+fn definition(
+    c: &Compiler,
+    config: &Config,
+    log: &str,
+    key: &str,
+    toml: &VersionToml,
+    raw: Option<&Value>,
+) -> Definition {
+    let mut correlate = PatternMap::default();
+    for (pattern, expr) in &toml.correlate {
+        let at = format!("{key}.correlate.\"{pattern}\"");
+        if let (Some(p), Some(e)) = (c.pattern(&at, pattern), c.compile(&at, expr, EVENT_VARS)) {
+            correlate.insert(p, e);
+        }
+    }
+    let mut states = BTreeMap::new();
+    for (state_name, st) in &toml.states {
+        states.insert(state_name.clone(), load_state(c, config, log, &format!("{key}.states.{state_name}"), st));
+    }
+    check_graph(c, key, toml, &states);
+    // What its instances run on, wherever it is written: the same at the top level and under `versions`.
+    let part = |k: &str| raw.and_then(|r| r.find_ref(k));
+    let fingerprint = fingerprint(&(part("initial"), part("states"), part("correlate")));
+    Definition { initial: toml.initial.clone(), correlate, states, fingerprint }
 }
 
 /// One state; its emits go to the saga's log, `events.<log>.<instance>`.
@@ -239,7 +310,7 @@ fn transitions(c: &Compiler, key: &str, t: &TransitionToml) -> Vec<Transition> {
 }
 
 /// Unknown targets, unreachable states, states with no way out.
-fn check_graph(c: &Compiler, key: &str, toml: &SagaToml, states: &BTreeMap<String, State>) {
+fn check_graph(c: &Compiler, key: &str, toml: &VersionToml, states: &BTreeMap<String, State>) {
     if toml.states.is_empty() {
         c.push(&format!("{key}.states"), "a saga needs states");
         return;

@@ -160,7 +160,7 @@ impl Saga {
             TIMER_FIRED => {
                 let fired: TimerFired = parse(event)?;
                 // A state of an older definition (its log was folded after a change) has no transitions.
-                let timeout = self.states.get(&inst.state).and_then(|st| st.timeout.as_ref());
+                let timeout = self.state_of(&inst)?.and_then(|st| st.timeout.as_ref());
                 match timeout {
                     // A timer of a state already left, or of an entry before this one: stale.
                     Some(list) if fired.entry == inst.entry && !inst.done => {
@@ -178,7 +178,7 @@ impl Saga {
                 let rejection =
                     json!({"command": rejected.command, "code": rejected.code, "message": rejected.message});
                 let vars = Vars { rejection, ..Vars::default() };
-                let list = self.states.get(&inst.state).and_then(|st| st.rejected.as_ref());
+                let list = self.state_of(&inst)?.and_then(|st| st.rejected.as_ref());
                 self.outcome(inst, moved, list, event, &vars, ON_REJECTED, &rejected.message)
             }
             call::REPLIED => {
@@ -187,7 +187,7 @@ impl Saga {
                     return Ok(unchanged(inst));
                 }
                 let vars = Vars { reply: replied.reply, ..Vars::default() };
-                let list = self.states.get(&inst.state).and_then(|st| st.replied.as_ref());
+                let list = self.state_of(&inst)?.and_then(|st| st.replied.as_ref());
                 self.outcome(inst, moved, list, event, &vars, ON_REPLIED, &replied.call)
             }
             call::FAILED => {
@@ -197,7 +197,7 @@ impl Saga {
                 }
                 let failure = json!({"call": failed.call, "status": failed.status, "reason": failed.reason, "message": failed.message});
                 let vars = Vars { failure, ..Vars::default() };
-                let list = self.states.get(&inst.state).and_then(|st| st.failed.as_ref());
+                let list = self.state_of(&inst)?.and_then(|st| st.failed.as_ref());
                 self.outcome(inst, moved, list, event, &vars, ON_FAILED, &failed.message)
             }
             STEERED => self.steered(inst, moved, event),
@@ -223,7 +223,7 @@ impl Saga {
             _ => (CANCELLED, ON_CANCEL),
         };
         let trigger = format!("{verb} by {}", steer.by);
-        let declared = self.states.get(&inst.state).and_then(|st| st.cancel.as_ref()).filter(|_| verb == ON_CANCEL);
+        let declared = self.state_of(&inst)?.and_then(|st| st.cancel.as_ref()).filter(|_| verb == ON_CANCEL);
         if let Some(list) = declared {
             if let Some(found) = self.transition(&inst, list, event, &vars, &trigger)? {
                 return Ok(Decided::appending(Some(found), moved.then_some(inst)));
@@ -320,6 +320,7 @@ impl Saga {
             started_at,
             entered_at: event.time,
             timer_at: entered.timer_at,
+            saga_version: entered.saga_version,
             history,
         };
         Decided {
@@ -327,6 +328,12 @@ impl Saga {
             instance: Some(inst),
             entered: None,
         }
+    }
+
+    /// The instance's current state in the definition it runs on (`None`: a state that definition lacks,
+    /// such as `cancelled`).
+    fn state_of(&self, inst: &Instance) -> Result<Option<&super::State>, String> {
+        Ok(self.definition(inst.saga_version)?.states.get(&inst.state))
     }
 
     fn timer(&self, id: &str, entry: u64) -> String {
@@ -348,13 +355,20 @@ impl Saga {
                 let mut data = scope.eval_map(&self.data).map_err(|e| format!("data: {e}"))?;
                 data.insert("id".into(), Json::String(id.clone()));
                 let trigger = format!("{}.{}", event.aggregate, event.event_type);
-                let found = self.enter(event, &id, None, &self.initial, data, trigger, &Vars::default())?;
+                let initial = &self.definition(self.version)?.initial;
+                let found = self.enter(event, &id, None, initial, data, trigger, &Vars::default())?;
                 return Ok(Decided::appending(Some(found), None));
             }
         }
         let id = match self.correlated(&event.correlation_id) {
             Some(id) => id.to_string(),
-            None => match self.correlate.find(&event.aggregate, &event.event_type) {
+            // The current version's correlations first, then older ones' for the instances still on them.
+            None => match self
+                .definitions
+                .values()
+                .rev()
+                .find_map(|d| d.correlate.find(&event.aggregate, &event.event_type))
+            {
                 Some(expr) => scope.eval_string(expr).map_err(|e| format!("correlate: {e}"))?,
                 None => return Ok(Decided::default()),
             },
@@ -366,7 +380,7 @@ impl Saga {
         if inst.moved_by(event.seq) {
             return Ok(Decided::default());
         }
-        let list = self.states.get(&inst.state).and_then(|st| st.on.find(&event.aggregate, &event.event_type));
+        let list = self.state_of(&inst)?.and_then(|st| st.on.find(&event.aggregate, &event.event_type));
         let (Some(list), false) = (list, inst.done) else { return Ok(Decided::ignored()) };
         let trigger = format!("{}.{}", event.aggregate, event.event_type);
         let found = self.transition(&inst, list, event, &Vars::default(), &trigger)?;
@@ -413,7 +427,8 @@ impl Saga {
         vars: &Vars,
     ) -> Result<(Append, Entered), String> {
         // Only an operator's cancel enters a state the config may lack: `cancelled`, final, doing nothing.
-        let st = self.states.get(state);
+        let saga_version = inst.map_or(self.version, |i| i.saga_version);
+        let st = self.definition(saga_version)?.states.get(state);
         if st.is_none() && state != CANCELLED {
             return Err(format!("no state `{state}`"));
         }
@@ -434,6 +449,7 @@ impl Saga {
             // From the trigger's time, so a replay of the stream arms the same timer.
             timer_at: st.and_then(|st| st.timeout_secs).map(|s| event.time + Duration::seconds(s as i64)),
             done: st.is_none_or(|st| st.done),
+            saga_version,
         };
         let append = Append {
             aggregate: self.log.clone(),

@@ -41,11 +41,36 @@ pub struct Saga {
     pub start: Pattern,
     pub start_id: Option<Expr>,
     pub data: Expr,
+    /// The current version: new instances start on it.
+    pub version: u32,
+    /// Every version instances may run on, the current one included.
+    pub definitions: BTreeMap<u32, Definition>,
+    /// Every pattern of an event it reads, besides its own log.
+    pub patterns: Vec<Pattern>,
+}
+
+/// One version of the state machine.
+#[derive(Debug)]
+pub struct Definition {
+    /// Of its `initial`, `states` and `correlate` as written: a change under running instances is refused.
+    pub fingerprint: String,
     pub initial: String,
     pub correlate: PatternMap<Expr>,
     pub states: BTreeMap<String, State>,
-    /// Every pattern of an event it reads, besides its own log.
-    pub patterns: Vec<Pattern>,
+}
+
+impl Saga {
+    /// The definition an instance runs on: the version it started on, which a config may have dropped.
+    pub fn definition(&self, version: u32) -> Result<&Definition, String> {
+        self.definitions.get(&version).ok_or_else(|| {
+            let kept: Vec<String> = self.definitions.keys().map(u32::to_string).collect();
+            format!(
+                "saga `{}` has no version {version} any more (kept: {}); restore it under `versions.{version}`",
+                self.name,
+                kept.join(", ")
+            )
+        })
+    }
 }
 
 /// One state.
@@ -146,8 +171,9 @@ impl Logic for Saga {
             let message = format!("instance `{key}` is in the final state `{}`", inst.state);
             return Err(Failure::new(ErrorCode::Conflict, message));
         }
-        if let Some(to) = steer.state.as_ref().filter(|s| !self.states.contains_key(*s)) {
-            let known: Vec<&str> = self.states.keys().map(String::as_str).collect();
+        let def = self.definition(inst.saga_version).map_err(|e| Failure::new(ErrorCode::Conflict, e))?;
+        if let Some(to) = steer.state.as_ref().filter(|s| !def.states.contains_key(*s)) {
+            let known: Vec<&str> = def.states.keys().map(String::as_str).collect();
             let message = format!("saga `{}` has no state `{to}` (states: {})", self.name, known.join(", "));
             return Err(Failure::new(ErrorCode::Invalid, message));
         }
@@ -198,6 +224,7 @@ impl Logic for Saga {
             entered_at: inst.entered_at,
             timer_at: inst.timer_at,
             transitions: inst.version,
+            version: inst.saga_version,
         })
     }
 }

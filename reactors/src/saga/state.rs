@@ -52,6 +52,17 @@ pub struct Entered {
     pub timer_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "final")]
     pub done: bool,
+    /// The saga version the instance runs on; absent: 1, as before sagas had versions.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub saga_version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+fn is_first_version(v: &u32) -> bool {
+    *v == 1
 }
 
 /// A timer's firing, appended by the server at `at`.
@@ -103,6 +114,9 @@ pub struct Instance {
     pub id: String,
     /// The last sequence of the instance's subject seen: what the next transition expects.
     pub last_seq: u64,
+    /// The saga version it started on and runs on to its end.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub saga_version: u32,
     pub started_at: DateTime<Utc>,
     pub state: String,
     /// When the current state's timer fires.

@@ -178,6 +178,8 @@ struct Sagas {
 }
 
 struct InstanceRow {
+    /// The saga version it runs on.
+    version: u64,
     id: String,
     state: String,
     done: bool,
@@ -211,6 +213,7 @@ pub async fn sagas(
         .map(|i| InstanceRow {
             id: i["id"].as_str().unwrap_or_default().to_string(),
             state: i["state"].as_str().unwrap_or_default().to_string(),
+            version: i["version"].as_u64().unwrap_or(1),
             done: i["final"] == true,
             age: secs(&i["age_secs"]),
             in_state: secs(&i["in_state_secs"]),

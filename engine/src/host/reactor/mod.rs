@@ -273,6 +273,8 @@ pub struct InstanceSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timer_at: Option<DateTime<Utc>>,
     pub transitions: u64,
+    /// The saga version it runs on.
+    pub version: u32,
     /// The last transition.
     pub last: Option<Json>,
 }
