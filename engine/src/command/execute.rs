@@ -96,6 +96,7 @@ impl CommandService {
         };
         let id = input::validate(&command.input, &mut body).map_err(|m| fail(ErrorCode::Invalid, m))?;
         let digest = digest::of(aggregate_name, command_name, &body);
+        let answer = |reply: &Arc<Reply>| Answer { reply: reply.clone(), digest: digest.clone() };
         let command_id = ctx.command_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let correlation_id = ctx.correlation_id.clone().unwrap_or_else(|| command_id.clone());
         let causation_id = ctx.causation_id.clone().unwrap_or_else(|| command_id.clone());
@@ -145,12 +146,7 @@ impl CommandService {
                         continue;
                     }
                     let reply = Arc::new(Reply::failure(fail(ErrorCode::Rejected, message)));
-                    entry.remember(
-                        &command_id,
-                        now,
-                        Answer { reply: reply.clone(), digest: digest.clone() },
-                        self.window,
-                    );
+                    entry.remember(&command_id, now, answer(&reply), self.window);
                     return Ok(reply);
                 }
                 // The contract's `internal`: a CEL runtime error, naming the expression. Nothing is stored, so
@@ -167,7 +163,7 @@ impl CommandService {
                     events: Vec::new(),
                 };
                 let reply = Arc::new(Reply::success(&success));
-                entry.remember(&command_id, now, Answer { reply: reply.clone(), digest: digest.clone() }, self.window);
+                entry.remember(&command_id, now, answer(&reply), self.window);
                 return Ok(reply);
             }
             let outgoing: Vec<OutgoingEvent> = decided
@@ -222,12 +218,7 @@ impl CommandService {
                             .collect(),
                     };
                     let reply = Arc::new(Reply::success(&success));
-                    entry.remember(
-                        &command_id,
-                        now,
-                        Answer { reply: reply.clone(), digest: digest.clone() },
-                        self.window,
-                    );
+                    entry.remember(&command_id, now, answer(&reply), self.window);
                     return Ok(reply);
                 }
                 Ok(Appended::Conflict | Appended::Duplicate) => {
