@@ -1,6 +1,7 @@
 //! Versioned sagas against a real nats-server: an instance runs to its end on the version it started on,
 //! across a live reload, a restart and a rebuild from the stream; `eddy validate` refuses to drop a version
-//! that running instances use; `eddy sagas` shows each instance's version.
+//! that running instances use; `eddy sagas` shows each instance's version; a replay keeps each recorded
+//! instance on its version.
 
 mod common;
 
@@ -152,4 +153,37 @@ async fn in_flight_transfers_finish_on_their_version_while_new_ones_start_on_the
     let inst = finished(&c, "transfer", "t-restart").await;
     assert_eq!(path(&inst), ["debit", "approval", "credit", "completed"], "{inst:#}");
     stop(eddy_engine).await;
+    replays_each_instance_on_its_own_version(&config, &nats.url());
+}
+
+/// A replay of the recorded stream on the current config (v2, with v1 kept) runs each instance on the
+/// version it started on live: every transition it decides is the recorded one, none is made up.
+fn replays_each_instance_on_its_own_version(config: &Path, url: &str) {
+    let recording = config.join("rec.jsonl");
+    let out = eddy(&["record", "--out", recording.to_str().unwrap()], config, url);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("replay")
+        .arg(&recording)
+        .args(["--format", "json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let transcript: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let transitions: Vec<&Value> = transcript["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["reactors"]["transfer"]["transitions"].as_array())
+        .flatten()
+        .collect();
+    for id in ["t-reload", "t-restart", "t-new"] {
+        let of: Vec<&&Value> = transitions.iter().filter(|t| t["instance"] == id).collect();
+        assert!(!of.is_empty() && of.iter().all(|t| t["recorded"] == true), "{id}: {of:#?}");
+    }
+    let end = &transcript["end"]["sagas"]["transfer"];
+    let version = |id: &str| end[id].get("saga_version").map_or(1, |v| v.as_u64().unwrap());
+    assert_eq!([version("t-reload"), version("t-restart"), version("t-new")], [1, 1, 2], "{end:#}");
+    assert_eq!(end["t-restart"]["state"], "completed", "{end:#}");
 }

@@ -7,6 +7,7 @@
 //! taken with its recorded sequence, so the actions it causes get the ids they had live; otherwise the
 //! replay makes it up with a sequence after the recording's last, and that instance stays made up.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use eddy_engine::host::reactor::{Action, Append, Entries, Logic, Pending, Step};
 use eddy_engine::upcast::Schemas;
 use eddy_projections::{apply_event, Changes, NoDocuments, ViewDef};
 use eddy_reactors::saga::state::{self as saga_state, Instance};
-use eddy_reactors::saga::{Decided, Saga};
+use eddy_reactors::saga::{Decided, Instances, Saga};
 use serde_json::{Map, Value as Json};
 
 use super::index::Index;
@@ -296,7 +297,8 @@ impl<'a, 's> Run<'a, 's> {
     /// [`Self::decide`] for a saga, with its instances typed.
     fn decide_saga(&mut self, i: usize, saga: &Saga, event: &StoredEvent) -> Reaction {
         let mut reaction = Reaction::default();
-        let decided = match saga.decide(event, &self.reactors[i].instances, false) {
+        let known = Recorded { instances: &self.reactors[i].instances, index: &self.index, saga };
+        let decided = match saga.decide(event, &known, false) {
             Ok(decided) => decided,
             Err(e) => return Reaction { error: Some(e), ..reaction },
         };
@@ -392,6 +394,30 @@ impl<'a, 's> Run<'a, 's> {
         }
         let recording = Summary { timers_fired: self.timers_fired, ..std::mem::take(&mut self.index.summary) };
         Tail { end, warnings: self.warnings, recording }
+    }
+}
+
+/// A saga's instances during the replay, with what the recording says of how they started.
+struct Recorded<'r> {
+    instances: &'r HashMap<String, Instance>,
+    index: &'r Index,
+    saga: &'r Saga,
+}
+
+impl Instances for Recorded<'_> {
+    fn instance(&self, id: &str) -> std::result::Result<Option<Cow<'_, Instance>>, String> {
+        self.instances.instance(id)
+    }
+
+    /// The version the recorded start names (absent: 1, as before sagas had versions), so an instance
+    /// started before a version bump replays on its own version, as it ran live.
+    fn started_on(&self, id: &str, cause: u64) -> Option<u32> {
+        let started = self.index.recorded(&self.saga.enter_msg_id(cause), &self.saga.log, id)?;
+        if started.event_type != saga_state::STARTED {
+            return None;
+        }
+        let version = started.data.get("saga_version").map_or(Some(1), Json::as_u64)?;
+        u32::try_from(version).ok()
     }
 }
 

@@ -44,6 +44,13 @@ impl Vars {
 /// Where a saga finds its instances.
 pub trait Instances {
     fn instance(&self, id: &str) -> Result<Option<Cow<'_, Instance>>, String>;
+
+    /// The version on which the event at `cause` started instance `id`, when that is already known: an
+    /// offline replay starts a recorded instance again on the version it started on live, whatever the
+    /// current one is. The host starts every new instance on the current version.
+    fn started_on(&self, _id: &str, _cause: u64) -> Option<u32> {
+        None
+    }
 }
 
 /// The host's entries: instances stored as JSON.
@@ -132,6 +139,12 @@ impl Saga {
             return Ok(Decided::default());
         }
         Ok(self.fold(event, inst.map(Cow::into_owned), entered))
+    }
+
+    /// The message id of the transition the event at `cause` makes: one per cause, so a second engine
+    /// deciding the same event stores nothing new.
+    pub fn enter_msg_id(&self, cause: u64) -> String {
+        format!("{}:{cause}:enter", self.name)
     }
 
     /// The correlation id of everything an instance does.
@@ -229,7 +242,8 @@ impl Saga {
                 return Ok(Decided::appending(Some(found), moved.then_some(inst)));
             }
         }
-        let found = self.enter(event, &inst.id, Some(&inst), to, inst.data.clone(), trigger, &vars)?;
+        let on = (Some(&inst), inst.saga_version);
+        let found = self.enter(event, &inst.id, on, to, inst.data.clone(), trigger, &vars)?;
         Ok(Decided::appending(Some(found), moved.then_some(inst)))
     }
 
@@ -355,8 +369,9 @@ impl Saga {
                 let mut data = scope.eval_map(&self.data).map_err(|e| format!("data: {e}"))?;
                 data.insert("id".into(), Json::String(id.clone()));
                 let trigger = format!("{}.{}", event.aggregate, event.event_type);
-                let initial = &self.definition(self.version)?.initial;
-                let found = self.enter(event, &id, None, initial, data, trigger, &Vars::default())?;
+                let version = instances.started_on(&id, event.seq).unwrap_or(self.version);
+                let initial = &self.definition(version)?.initial;
+                let found = self.enter(event, &id, (None, version), initial, data, trigger, &Vars::default())?;
                 return Ok(Decided::appending(Some(found), None));
             }
         }
@@ -409,25 +424,26 @@ impl Saga {
                 data.extend(scope.eval_map(set).map_err(|e| format!("{}: set: {e}", inst.state))?);
             }
             data.insert("id".into(), Json::String(inst.id.clone()));
-            return self.enter(event, &inst.id, Some(inst), &t.goto, data, trigger.to_string(), vars).map(Some);
+            let on = (Some(inst), inst.saga_version);
+            return self.enter(event, &inst.id, on, &t.goto, data, trigger.to_string(), vars).map(Some);
         }
         Ok(None)
     }
 
-    /// The event recording the entry into `state`, with what the state does on entry.
+    /// The event recording the entry into `state`, with what the state does on entry. `on`: the instance
+    /// (none for a start) and the saga version it runs on.
     #[allow(clippy::too_many_arguments)]
     fn enter(
         &self,
         event: &StoredEvent,
         id: &str,
-        inst: Option<&Instance>,
+        (inst, saga_version): (Option<&Instance>, u32),
         state: &str,
         data: Map<String, Json>,
         trigger: String,
         vars: &Vars,
     ) -> Result<(Append, Entered), String> {
         // Only an operator's cancel enters a state the config may lack: `cancelled`, final, doing nothing.
-        let saga_version = inst.map_or(self.version, |i| i.saga_version);
         let st = self.definition(saga_version)?.states.get(state);
         if st.is_none() && state != CANCELLED {
             return Err(format!("no state `{state}`"));
@@ -458,7 +474,7 @@ impl Saga {
             version: inst.map_or(0, |i| i.version) + 1,
             event_type: if inst.is_some() { ENTERED } else { STARTED }.to_string(),
             data: json!(entered),
-            msg_id: format!("{}:{}:enter", self.name, event.seq),
+            msg_id: self.enter_msg_id(event.seq),
             correlation_id: self.correlation(id),
             // The transition joins the trace of the event that caused it.
             traceparent: TraceParent::parse(&event.traceparent).map(|t| t.child().to_string()).unwrap_or_default(),
