@@ -224,7 +224,7 @@ async fn bank_transfers_and_alerts_replay_as_they_ran() {
     })
     .await;
     let transcript = assert_faithful("bank", &live);
-    let sagas = &transcript.end.sagas["transfer"];
+    let sagas = transcript.end.sagas["transfer"].load().unwrap();
     let states: BTreeMap<_, _> = sagas.iter().map(|(id, i)| (id.as_str(), i.state.as_str())).collect();
     let expected = [
         ("t1", "completed"),
@@ -286,7 +286,8 @@ async fn financing_race_and_rejection_replay_as_they_ran() {
     })
     .await;
     let transcript = assert_faithful("financing", &live);
-    let ends: BTreeSet<_> = transcript.end.sagas["financing"].values().map(|i| i.state.clone()).collect();
+    let ends: BTreeSet<_> =
+        transcript.end.sagas["financing"].load().unwrap().values().map(|i| i.state.clone()).collect();
     assert_eq!(ends, BTreeSet::from(["financed".to_string(), "rejected".to_string()]));
 }
 

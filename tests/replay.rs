@@ -80,6 +80,35 @@ fn a_streamed_replay_writes_the_rendered_transcript_byte_for_byte() {
     }
 }
 
+/// A file's replay keeps final saga instances on disk and reads them back for a late event and for the end
+/// state: after events that reach a completed transfer (a correlated deposit, an operator's move), the
+/// transcript is the in-memory replay's, and the instance is still completed with its whole history.
+#[test]
+fn late_events_on_finished_instances_replay_the_same_from_a_file() {
+    let mut events = Recording::read(stream("bank")).unwrap().lines().collect::<Vec<_>>();
+    let last = events.last().unwrap().clone();
+    let time = eddy_engine::envelope::format_time(last.time);
+    let mut late = line(last.seq + 1, "events.account.a2", "MoneyDeposited", 98, &time, json!({"amount": 1}));
+    late.headers.insert("Eddy-Correlation-Id".into(), replay::HeaderValue::One("transfer:t1".into()));
+    events.push(late);
+    let steer = json!({"action": "move", "state": "debit", "by": "ops", "entry": 12});
+    events.push(line(last.seq + 2, "events.saga-transfer.t1", "OperatorSteered", 9, &time, steer));
+    let recording = Recording::from_lines(events).unwrap();
+    let whole = replay::replay(&settings("bank"), &recording);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text: Vec<String> = recording.lines().map(|l| serde_json::to_string(&l).unwrap()).collect();
+    std::fs::write(file.path(), text.join("\n") + "\n").unwrap();
+    for format in [Format::Yaml, Format::Json] {
+        let mut out = Vec::new();
+        replay::replay_to(&settings("bank"), Source::File(file.path()), format, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), whole.render(format), "{format:?}");
+    }
+    let t1 = &whole.end.sagas["transfer"].load().unwrap()["t1"];
+    assert_eq!((t1.state.as_str(), t1.history.len(), t1.last_seq), ("completed", 3, last.seq + 2), "{t1:#?}");
+    let late_transitions = whole.decisions.iter().filter(|d| d.seq > last.seq).flat_map(|d| d.reactors.iter());
+    assert_eq!(late_transitions.flat_map(|(_, r)| &r.transitions).count(), 0, "a final instance is not moved");
+}
+
 /// A bad line stops a streamed replay before anything is written: the first pass checks every line.
 #[test]
 fn a_streamed_replay_of_a_bad_file_writes_nothing() {
@@ -123,7 +152,7 @@ fn a_timer_the_recording_does_not_hold_fires_when_the_clock_passes_it() {
         _ => None,
     });
     assert_eq!(refund, Some(&json!({"id": "a1", "amount": 1500})));
-    let t5 = &transcript.end.sagas["transfer"]["t5"];
+    let t5 = &transcript.end.sagas["transfer"].load().unwrap()["t5"];
     assert_eq!(t5.state, "refund");
     assert_eq!(t5.data["reason"], "approval timed out");
     assert!(transcript.end.timers.is_empty());
@@ -143,7 +172,7 @@ fn a_changed_saga_decides_anew_on_recorded_events() {
     std::fs::write(&saga, text).unwrap();
     let settings = eddy::load(dir.path()).unwrap();
     let transcript = replay::replay(&settings, &Recording::read(stream("bank")).unwrap());
-    let t1 = &transcript.end.sagas["transfer"]["t1"];
+    let t1 = &transcript.end.sagas["transfer"].load().unwrap()["t1"];
     assert_eq!(t1.state, "approval", "100 now needs approval; nothing approved t1 in the recording");
     let steps: Vec<_> = t1.history.iter().map(|s| s.to.as_str()).collect();
     assert_eq!(steps, ["debit", "approval"]);

@@ -11,6 +11,7 @@
 //! A long recording is replayed from its file with [`replay_to`], which holds neither the recording nor
 //! the transcript: it reads the file twice and writes each decision as it is made.
 
+mod finished;
 mod index;
 mod recording;
 mod run;
@@ -18,6 +19,7 @@ mod stream;
 mod timers;
 mod transcript;
 
+pub use finished::SagaEnd;
 pub use recording::{Error, HeaderValue, Recorded, Recording, Result, Source};
 pub use stream::Writer;
 pub use transcript::{

@@ -20,6 +20,7 @@ use eddy_reactors::saga::state::{self as saga_state, Instance};
 use eddy_reactors::saga::{Decided, Instances, Saga};
 use serde_json::{Map, Value as Json};
 
+use super::finished::{Finished, SagaEnd};
 use super::index::Index;
 use super::recording::{Error, Line, Result, Source};
 use super::timers::{firing_time, Timer, Timers};
@@ -35,7 +36,10 @@ struct Reactor<'a> {
     /// A saga, decided through its typed API: its instances stay typed between steps instead of going
     /// through JSON entries as sled needs them.
     saga: Option<&'a Saga>,
+    /// The saga's instances still running.
     instances: HashMap<String, Instance>,
+    /// The saga's final instances, on disk when the replay reads a file (see `finished.rs`).
+    finished: Finished,
 }
 
 struct Memory<'a>(&'a Docs);
@@ -56,6 +60,10 @@ pub(super) struct Run<'a, 's> {
     sink: &'s mut dyn Sink,
     /// The sink's first failure: the replay stops at the line it happened on.
     sink_failed: Option<std::io::Error>,
+    /// Final saga instances go to disk: a file can be millions of lines; a recording in memory is small.
+    spill: bool,
+    /// The first failure to keep a final instance on disk: the replay stops there too.
+    spill_failed: Option<std::io::Error>,
     /// Aggregate -> id -> state; hashed while replaying, sorted in the transcript.
     aggregates: HashMap<String, HashMap<String, Map<String, Json>>>,
     views: Vec<(&'a ViewDef, Changes)>,
@@ -84,14 +92,18 @@ impl<'a, 's> Run<'a, 's> {
                 entries: Docs::new(),
                 saga: reactor.saga(),
                 instances: HashMap::new(),
+                finished: Finished::default(),
             })
             .collect();
         let index = Index::build(&source, |aggregate| owned(&reactors, aggregate))?;
+        let spill = matches!(source, Source::File(_));
         Ok(Run {
             settings,
             source,
             sink,
             sink_failed: None,
+            spill,
+            spill_failed: None,
             aggregates: HashMap::new(),
             views: settings.views.values().map(|def| (def, Changes::new())).collect(),
             reactors,
@@ -122,12 +134,15 @@ impl<'a, 's> Run<'a, 's> {
             if let Some(e) = self.sink_failed.take() {
                 return Err(Error::Write(e));
             }
+            if let Some(e) = self.spill_failed.take() {
+                return Err(Error::Spill(e));
+            }
         }
         if lines != self.index.summary.events {
             let (first, second) = (self.index.summary.events, lines);
             return Err(Error::Changed { path: self.source.name(), first, second });
         }
-        Ok(self.finish())
+        self.finish()
     }
 
     fn line(&mut self, line: &Line) {
@@ -297,7 +312,8 @@ impl<'a, 's> Run<'a, 's> {
     /// [`Self::decide`] for a saga, with its instances typed.
     fn decide_saga(&mut self, i: usize, saga: &Saga, event: &StoredEvent) -> Reaction {
         let mut reaction = Reaction::default();
-        let known = Recorded { instances: &self.reactors[i].instances, index: &self.index, saga };
+        let reactor = &self.reactors[i];
+        let known = Known { instances: &reactor.instances, finished: &reactor.finished, index: &self.index, saga };
         let decided = match saga.decide(event, &known, false) {
             Ok(decided) => decided,
             Err(e) => return Reaction { error: Some(e), ..reaction },
@@ -312,14 +328,40 @@ impl<'a, 's> Run<'a, 's> {
         reaction.transitions.push(transition(&stored, recorded));
         // The stored transition's data is `entered` as JSON (the recorded one is compared equal), so it is
         // folded as it is instead of being read back.
+        self.revive(i, &stored.id);
         let outcome = saga.fold_into(&stored, &mut self.reactors[i].instances, entered);
+        if let Some(inst) = self.reactors[i].instances.remove(&stored.id) {
+            self.keep(i, Some(inst));
+        }
         self.accept(i, Step::after_append(&stored, outcome).0, &mut reaction);
         reaction
     }
 
+    /// Keeps an instance the replay moved: running in memory, or, once final, on disk.
     fn keep(&mut self, i: usize, instance: Option<Instance>) {
-        if let Some(inst) = instance {
-            self.reactors[i].instances.insert(inst.id.clone(), inst);
+        let Some(inst) = instance else { return };
+        let reactor = &mut self.reactors[i];
+        if !(self.spill && inst.done) {
+            reactor.instances.insert(inst.id.clone(), inst);
+            return;
+        }
+        reactor.instances.remove(&inst.id);
+        if let Err(e) = reactor.finished.put(&inst) {
+            self.spill_failed.get_or_insert(e);
+        }
+    }
+
+    /// Brings a final instance back into memory before a transition is folded into it.
+    fn revive(&mut self, i: usize, id: &str) {
+        let reactor = &mut self.reactors[i];
+        match reactor.finished.take(id) {
+            Ok(Some(inst)) => {
+                reactor.instances.insert(inst.id.clone(), inst);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.spill_failed.get_or_insert(e);
+            }
         }
     }
 
@@ -372,7 +414,7 @@ impl<'a, 's> Run<'a, 's> {
         (append.event(self.now.trunc_subsecs(6)).stored(seq, &append.aggregate, &append.key), false)
     }
 
-    fn finish(mut self) -> Tail {
+    fn finish(mut self) -> Result<Tail> {
         let mut end = End::default();
         for (name, states) in std::mem::take(&mut self.aggregates) {
             end.aggregates.insert(name, states.into_iter().collect());
@@ -380,7 +422,8 @@ impl<'a, 's> Run<'a, 's> {
         for reactor in std::mem::take(&mut self.reactors) {
             let name = reactor.logic.name().to_string();
             if reactor.saga.is_some() {
-                end.sagas.insert(name, reactor.instances.into_iter().collect());
+                let running = reactor.instances.into_iter().collect();
+                end.sagas.insert(name, SagaEnd::new(running, reactor.finished).map_err(Error::Spill)?);
             } else {
                 end.reactors.insert(name, reactor.entries);
             }
@@ -393,20 +436,26 @@ impl<'a, 's> Run<'a, 's> {
             end.timers.insert(timer.subject, format_time(timer.at));
         }
         let recording = Summary { timers_fired: self.timers_fired, ..std::mem::take(&mut self.index.summary) };
-        Tail { end, warnings: self.warnings, recording }
+        Ok(Tail { end, warnings: self.warnings, recording })
     }
 }
 
-/// A saga's instances during the replay, with what the recording says of how they started.
-struct Recorded<'r> {
+/// A saga's instances during the replay (running ones in memory, final ones on disk), with what the
+/// recording says of how they started.
+struct Known<'r> {
     instances: &'r HashMap<String, Instance>,
+    finished: &'r Finished,
     index: &'r Index,
     saga: &'r Saga,
 }
 
-impl Instances for Recorded<'_> {
+impl Instances for Known<'_> {
     fn instance(&self, id: &str) -> std::result::Result<Option<Cow<'_, Instance>>, String> {
-        self.instances.instance(id)
+        if let Some(inst) = self.instances.get(id) {
+            return Ok(Some(Cow::Borrowed(inst)));
+        }
+        let finished = self.finished.get(id).map_err(|e| format!("reading final instance {id} back: {e}"))?;
+        Ok(finished.map(Cow::Owned))
     }
 
     /// The version the recorded start names (absent: 1, as before sagas had versions), so an instance

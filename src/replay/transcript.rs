@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use eddy_engine::host::reactor::Action;
-use eddy_reactors::saga::state::Instance;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+
+use super::finished::SagaEnd;
 
 /// The transcript of one replay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -175,8 +176,8 @@ pub struct End {
     pub aggregates: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
     /// Rule reactor -> key -> entry.
     pub reactors: BTreeMap<String, BTreeMap<String, Map<String, Json>>>,
-    /// Saga -> instance id -> instance.
-    pub sagas: BTreeMap<String, BTreeMap<String, Instance>>,
+    /// Saga -> its instances by id.
+    pub sagas: BTreeMap<String, SagaEnd>,
     /// Saga timers armed and not fired when the recording ends: timer subject -> when it fires.
     pub timers: BTreeMap<String, String>,
     /// View -> key -> document.

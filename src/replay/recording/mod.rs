@@ -29,6 +29,9 @@ pub enum Error {
     /// The transcript could not be written.
     #[error("writing the transcript: {0}")]
     Write(#[source] std::io::Error),
+    /// The temporary file that holds finished saga instances failed.
+    #[error("keeping finished saga instances on disk: {0}")]
+    Spill(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
