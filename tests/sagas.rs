@@ -281,8 +281,13 @@ async fn a_killed_engine_finishes_a_saga_whose_timer_fired_while_it_was_down() {
     assert_eq!(ids.len(), unique.len(), "no command ran twice: {ids:?}");
     let refunds = alice.iter().filter(|e| e.correlation_id == "transfer:t1" && e.event_type == "MoneyDeposited");
     assert_eq!(refunds.count(), 1);
-    let transfer = events_on(&c, "events.transfer.t1").await;
-    assert_eq!(transfer.iter().filter(|e| e.event_type == "TransferFailed").count(), 1);
+    // The final state's command runs after the state is stored, so wait for it, then check it ran once.
+    let failed = || async {
+        let events = events_on(&c, "events.transfer.t1").await;
+        events.iter().filter(|e| e.event_type == "TransferFailed").count()
+    };
+    assert!(eventually(10, || async { failed().await > 0 }).await, "the transfer is marked failed");
+    assert_eq!(failed().await, 1);
 
     // What operators see: the instance list and one instance's history.
     let eddy = |args: &[&str]| {
