@@ -79,3 +79,9 @@ fn saga_version_errors_are_reported_with_file_and_key() {
     let errors = eddy::load(&common::root().join("tests/fixtures/bad-saga-versions")).unwrap_err();
     insta::assert_snapshot!(errors.to_string());
 }
+
+#[test]
+fn partition_counts_out_of_range_are_reported_with_file_and_key() {
+    let errors = eddy::load(&common::root().join("tests/fixtures/bad-partitions")).unwrap_err();
+    insta::assert_snapshot!(errors.to_string());
+}

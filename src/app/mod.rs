@@ -107,7 +107,7 @@ impl Running {
             for problem in &pinned {
                 tracing::error!(error = %problem, "new config rejected");
             }
-            tracing::error!("the new config would move running saga instances; the running set stays as it is");
+            tracing::error!("the new config would move running saga instances or re-partition a reactor; the running set stays as it is");
             return;
         }
         if let Err(e) = self.views.update(&settings.views).await {

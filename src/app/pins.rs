@@ -1,4 +1,4 @@
-//! A live reload must not move running saga instances onto other states: a version's definition that a new
+//! A live reload must not move running saga instances onto other states, nor keys onto other partitions: a version's definition that a new
 //! config changes while this engine has instances on it is refused, and the running config stays.
 
 use eddy_engine::host::reactor::Reactors;
@@ -13,10 +13,23 @@ fn sagas(reactors: &[Reactor]) -> impl Iterator<Item = &Saga> {
     })
 }
 
+/// A change of `partitions` moves keys between partitions, whose state, lease and watermark are their
+/// own: every engine must switch at once, which a live reload of one engine cannot do (see the README).
+fn repartitioned(old: &[Reactor], new: &[Reactor]) -> Vec<String> {
+    let count = |r: &Reactor| r.logic().policy().partitions;
+    new.iter()
+        .filter_map(|r| old.iter().find(|o| o.name() == r.name()).map(|o| (r, count(o), count(r))))
+        .filter(|(_, before, after)| before != after)
+        .map(|(r, before, after)| {
+            format!("reactors.{}: `partitions` changed from {before} to {after}; stop every engine and start them on the new config", r.name())
+        })
+        .collect()
+}
+
 /// Why `new` cannot replace `old` while `running` holds the instances: one line per saga version changed
 /// under its running instances.
 pub fn changed_under_instances(running: &Reactors, old: &[Reactor], new: &[Reactor]) -> Vec<String> {
-    let mut problems = Vec::new();
+    let mut problems = repartitioned(old, new);
     for saga in sagas(new) {
         let Some(before) = sagas(old).find(|s| s.name == saga.name) else { continue };
         let changed: Vec<u32> = saga

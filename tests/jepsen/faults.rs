@@ -49,6 +49,11 @@ impl Cluster {
     /// A nats-server (or with `nodes`, a 3-node cluster and a stream of 3 replicas) and `n` engines on the
     /// bank example with a short dedup window, each ready.
     pub async fn start(n: usize, nodes: bool) -> Self {
+        Self::start_with(n, nodes, |_| {}).await
+    }
+
+    /// [`Cluster::start`], with `edit` changing the config directory before the engines start.
+    pub async fn start_with(n: usize, nodes: bool, edit: impl FnOnce(&Path)) -> Self {
         let mut dir = tempfile::tempdir().expect("temp dir");
         // Kept when a fault or the checker fails (the store and the engine logs); removed by a clean `stop`.
         dir.disable_cleanup(true);
@@ -57,6 +62,7 @@ impl Cluster {
         let replicas = if nodes { 3 } else { 1 };
         let toml = format!("[engine]\ndedup_window_secs = {WINDOW_SECS}\nreplicas = {replicas}\n");
         std::fs::write(config.join("eddy.toml"), toml).unwrap();
+        edit(&config);
         let backend = if nodes {
             Backend::Nodes(Nodes::start(&dir.path().join("nodes"), 3).await)
         } else {
@@ -194,6 +200,18 @@ impl Cluster {
                 format!("SIGKILL nats-server, down {} ms, restarted on the same port and store", down.as_millis())
             }
         }
+    }
+
+    /// Engine `i`'s id in the lease bucket (its `.engine-id`), once it has one.
+    pub fn engine_id(&self, i: usize) -> String {
+        let id = std::fs::read_to_string(self.engine_dir(i).join("reactors/.engine-id"));
+        id.unwrap_or_default().trim().to_string()
+    }
+
+    /// Kills engine `i` for good (SIGKILL, not restarted).
+    pub fn kill(&mut self, i: usize) {
+        self.engines[i].kill().unwrap();
+        self.engines[i].wait().unwrap();
     }
 
     /// Which engine holds `reactor`'s lease (the KV value is the holder's `.engine-id`).

@@ -12,6 +12,8 @@ pub mod workload;
 
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::eventually;
@@ -37,13 +39,7 @@ pub async fn scenario(secs: u64, nodes: bool) -> Vec<checker::Violation> {
     workload::setup(&c, &history).await;
 
     let stop = CancellationToken::new();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|n| {
-            let (history, stop, seed) = (history.clone(), stop.clone(), rng.next());
-            let url = cluster.url();
-            tokio::spawn(async move { workload::client(workload::connect(&url).await, history, n, seed, stop).await })
-        })
-        .collect();
+    let clients = clients(&cluster.url(), &history, &mut rng, &stop);
 
     // Every kind of fault once in a seeded order, then seeded picks until the time is up.
     let until = Instant::now() + Duration::from_secs(secs);
@@ -67,24 +63,46 @@ pub async fn scenario(secs: u64, nodes: bool) -> Vec<checker::Violation> {
     for client in clients {
         client.await.expect("a client");
     }
+    verdict(&c, cluster, &history, seed, &applied, ENGINES).await
+}
 
+/// [`CLIENTS`] clients sending the mixed workload until `stop`.
+pub fn clients(url: &str, history: &History, rng: &mut Rng, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+    (0..CLIENTS)
+        .map(|n| {
+            let (history, stop, seed, url) = (history.clone(), stop.clone(), rng.next(), url.to_string());
+            tokio::spawn(async move { workload::client(workload::connect(&url).await, history, n, seed, stop).await })
+        })
+        .collect()
+}
+
+/// After the clients stopped: settles, runs the checker over the stream and the views as `engines` engines
+/// answer them, prints the report and stops the cluster (keeping its files on a violation).
+pub async fn verdict(
+    c: &Client,
+    cluster: Cluster,
+    history: &History,
+    seed: u64,
+    applied: &[String],
+    engines: usize,
+) -> Vec<checker::Violation> {
     // Settle: every transfer final, the reactors and views at the end of the stream.
-    let settled = eventually(90, || observe::transfers_settled(&c)).await;
+    let settled = eventually(90, || observe::transfers_settled(c)).await;
     if !settled {
         eprintln!("chaos: some transfers are still running after 90 s (the checker lists them)");
     }
     // A reactor's position is the last event it read of its own subjects: wait for the last withdrawal.
-    let withdrawals = crate::common::events_on(&c, "events.account.*").await;
+    let withdrawals = crate::common::events_on(c, "events.account.*").await;
     let last_withdrawal = withdrawals.iter().filter(|e| e.event_type == "MoneyWithdrawn").map(|e| e.seq).max();
     let at = eventually(60, || async {
-        let s = crate::common::reactor_status(&c, "large-withdrawals").await;
+        let s = crate::common::reactor_status(c, "large-withdrawals").await;
         s["position"].as_u64().unwrap_or(0) >= last_withdrawal.unwrap_or(0) && s["status"] == "running"
     });
     if !at.await {
         eprintln!("chaos: reactor large-withdrawals did not reach seq {last_withdrawal:?}");
     }
-    let stream = observe::stream(&c).await;
-    let views = observe::views(&c, crate::common::last_seq(&c).await, ENGINES).await;
+    let stream = observe::stream(c).await;
+    let views = observe::views(c, crate::common::last_seq(c).await, engines).await;
     let ops = history.ops();
     let sent = ops.len();
     let (violations, summary) = checker::check(&ops, &stream, &views);
@@ -94,7 +112,7 @@ pub async fn scenario(secs: u64, nodes: bool) -> Vec<checker::Violation> {
         applied.len(),
         cluster.restarts
     );
-    for what in &applied {
+    for what in applied {
         eprintln!("  - {what}");
     }
     eprintln!(

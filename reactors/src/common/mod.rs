@@ -7,6 +7,7 @@ use std::hash::Hasher;
 
 use eddy_engine::cel::Expr;
 use eddy_engine::config::{did_you_mean, from_value, is_token, Config, ConfigErrors, Source};
+use eddy_engine::host::reactor::MAX_PARTITIONS;
 use eddy_engine::host::{Catalog, Pattern};
 use figment::value::Value;
 use serde::de::DeserializeOwned;
@@ -136,6 +137,30 @@ pub fn fields_read(var: &str, exprs: &[&Expr]) -> Option<Vec<String>> {
     all.sort();
     all.dedup();
     Some(all)
+}
+
+/// `partitions` as configured (1 when unset), checked against [`MAX_PARTITIONS`].
+pub fn partitions(c: &Compiler, key: &str, configured: Option<u32>) -> u16 {
+    match configured {
+        None => 1,
+        Some(n) if (1..=u32::from(MAX_PARTITIONS)).contains(&n) => n as u16,
+        Some(n) => {
+            let message =
+                format!("{n} partitions: a reactor has 1 to {MAX_PARTITIONS} (its keys split over the engines)");
+            c.push(&format!("{key}.partitions"), message);
+            1
+        }
+    }
+}
+
+/// A reactor's fingerprint: its definition as written, less `partitions`, which says where its state is
+/// kept rather than what it decides (see the README's partitions section for what a change of it does).
+pub fn reactor_fingerprint(raw: &Value) -> String {
+    let mut raw = raw.clone();
+    if let Value::Dict(_, dict) = &mut raw {
+        dict.remove("partitions");
+    }
+    fingerprint(&raw)
 }
 
 /// Changes whenever the definition does.

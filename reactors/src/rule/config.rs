@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::Rule;
-use crate::common::{fields_read, fingerprint, load_action, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
+use crate::common::{fields_read, load_action, reactor_fingerprint, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
 
 /// Variables of `key`.
 const KEY_VARS: &[&str] = &["event", "meta"];
@@ -52,6 +52,10 @@ struct RuleToml {
     /// Actions, in order.
     #[serde(default)]
     then: Vec<ActionToml>,
+    /// How many partitions its keys (the entries named by `key`) are split into, each leased, run and failed over on its own
+    /// and spread evenly over the engines (1 to 256; default 1: one engine runs the whole reactor).
+    /// Changed only by restarting every engine: see the README.
+    partitions: Option<u32>,
 }
 
 fn default_max_retries() -> u32 {
@@ -70,6 +74,7 @@ pub fn load(
     let before = errors.len();
     let (toml, raw): (RuleToml, _) = crate::common::extract(source, &key, errors)?;
     let c = Compiler::new(source, catalog, errors);
+    let partitions = crate::common::partitions(&c, &key, toml.partitions);
     let entry_key = toml.key.as_ref().and_then(|k| c.compile(&format!("{key}.key"), k, KEY_VARS));
     let mut update = PatternMap::default();
     let mut update_patterns = Vec::new();
@@ -114,12 +119,13 @@ pub fn load(
     }
     Some(Rule {
         name: name.to_string(),
-        fingerprint: fingerprint(&raw),
+        fingerprint: reactor_fingerprint(&raw),
         policy: Policy {
             start: toml.start,
             replay_effects: toml.replay_effects,
             on_error: toml.on_error,
             max_retries: toml.max_retries,
+            partitions,
         },
         on: on_map,
         key: entry_key,

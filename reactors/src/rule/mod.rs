@@ -57,6 +57,14 @@ impl Logic for Rule {
         self.on.find(&event.aggregate, &event.event_type).is_some()
     }
 
+    /// The entry the event updates: `key`, or the event's id.
+    fn partition_key(&self, event: &StoredEvent) -> Option<String> {
+        match &self.key {
+            Some(expr) => EventScope::new(event).eval_string(expr).ok(),
+            None => Some(event.id.clone()),
+        }
+    }
+
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
         let scope = || EventScope::new(event).fields(self.event_fields.as_deref(), self.meta_fields.as_deref());
         let key = match &self.key {

@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use super::state::{ON_CANCEL, ON_FAILED, ON_REJECTED, ON_REPLIED, ON_TIMEOUT};
 use super::{Definition, Saga, State, Transition};
-use crate::common::{fingerprint, load_action, ActionKind, ActionToml, Compiler, DEFAULT_MAX_RETRIES};
+use crate::common::{
+    fingerprint, load_action, reactor_fingerprint, ActionKind, ActionToml, Compiler, DEFAULT_MAX_RETRIES,
+};
 
 /// Variables of `start.id`, `data` and `correlate`.
 const EVENT_VARS: &[&str] = &["event", "meta"];
@@ -49,6 +51,10 @@ struct SagaToml {
     /// Earlier versions that instances still run on: version -> `{ initial, states, correlate }`.
     #[serde(default)]
     versions: BTreeMap<String, VersionToml>,
+    /// How many partitions its keys (instances) are split into, each leased, run and failed over on its own
+    /// and spread evenly over the engines (1 to 256; default 1: one engine runs the whole reactor).
+    /// Changed only by restarting every engine: see the README.
+    partitions: Option<u32>,
 }
 
 /// `[reactors.<name>.versions.<n>]`: an earlier definition, kept for the instances started on it.
@@ -147,6 +153,7 @@ pub fn load(
         StartToml::Pattern(p) => (p.as_str(), None),
         StartToml::Long(l) => (l.on.as_str(), l.id.as_deref()),
     };
+    let partitions = crate::common::partitions(&c, &key, toml.partitions);
     let start = c.pattern(&format!("{key}.start"), start_pattern);
     let start_id = start_id.and_then(|s| c.compile(&format!("{key}.start.id"), s, EVENT_VARS));
     let data = c.compile(&format!("{key}.data"), toml.data.as_deref().unwrap_or("{}"), EVENT_VARS);
@@ -193,12 +200,13 @@ pub fn load(
     Some(Saga {
         name: name.to_string(),
         log,
-        fingerprint: fingerprint(&raw),
+        fingerprint: reactor_fingerprint(&raw),
         policy: Policy {
             start: Start::Beginning,
             replay_effects: false,
             on_error: toml.on_error,
             max_retries: toml.max_retries,
+            partitions,
         },
         start: start?,
         start_id,

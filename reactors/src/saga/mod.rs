@@ -124,6 +124,31 @@ impl Logic for Saga {
         event.aggregate == self.log || self.patterns.iter().any(|p| p.matches(&event.aggregate, &event.event_type))
     }
 
+    /// The instance the event is decided for, as [`Saga::decide`] finds it without the state: its log's
+    /// key; a start's id; the instance its correlation id names; its `correlate`. A start whose instance
+    /// exists already is decided, like any start, in the partition of its start id.
+    fn partition_key(&self, event: &StoredEvent) -> Option<String> {
+        if event.aggregate == self.log {
+            return Some(event.id.clone());
+        }
+        let scope = eddy_engine::cel::EventScope::new(event);
+        if self.start.matches(&event.aggregate, &event.event_type) {
+            let id = match &self.start_id {
+                Some(expr) => scope.eval_string(expr).ok()?,
+                None => event.id.clone(),
+            };
+            if !id.is_empty() {
+                return Some(id);
+            }
+        }
+        if let Some(id) = self.correlated(&event.correlation_id) {
+            return Some(id.to_string());
+        }
+        let expr =
+            self.definitions.values().rev().find_map(|d| d.correlate.find(&event.aggregate, &event.event_type))?;
+        scope.eval_string(expr).ok()
+    }
+
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String> {
         let outcome = self.decide(event, &Stored(state), false).map(Decided::into_outcome)?;
         if outcome.append.is_some() {

@@ -34,6 +34,8 @@ use crate::clock::BootInstant;
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
 
+use super::shared::Shared;
+use super::spread::Seat;
 use super::watermark::Error;
 
 /// How long a lease outlives its holder's last renewal.
@@ -73,34 +75,37 @@ impl Leases {
         Ok(Self { kv, holder })
     }
 
-    /// Waits until this engine holds `name`'s lease, or `None` if `term` is cancelled first. The lease ends
-    /// `term` when it is lost.
-    pub async fn acquire(&self, name: &str, term: CancellationToken) -> Option<Lease> {
+    /// Waits until this engine holds the lease of `shared`'s partition and `seat` leaves room for it under
+    /// the engine's share, or `None` if `term` is cancelled first. The lease ends `term` when it is lost.
+    pub(super) async fn acquire(&self, shared: &Shared, seat: &Seat, term: CancellationToken) -> Option<Lease> {
+        let name = &shared.key;
         let mut waiting = false;
         loop {
-            let sent = BootInstant::now();
-            let wait = match self.kv.create(name, self.holder.clone().into()).await {
-                Ok(revision) => {
-                    if waiting {
-                        tracing::info!(reactor = %name, "took over the reactor's lease");
+            let wait = match seat.claim() {
+                None => STANDBY_POLL,
+                Some(handback) => match self.take(name).await {
+                    Ok((revision, sent)) => {
+                        if waiting {
+                            tracing::info!(reactor = %name, "took over the reactor's lease");
+                        }
+                        *shared.holder.lock().expect("lock") = None;
+                        return Some(self.lease(name, revision, sent, term, handback));
                     }
-                    return Some(self.lease(name, revision, sent, term));
-                }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    let sent = BootInstant::now();
-                    if let Some(revision) = self.reclaim(name).await {
-                        return Some(self.lease(name, revision, sent, term));
+                    Err(other) => {
+                        seat.release();
+                        match other {
+                            Some(holder) => {
+                                if !waiting {
+                                    tracing::info!(reactor = %name, %holder, "another engine runs this reactor; standing by");
+                                    waiting = true;
+                                }
+                                *shared.holder.lock().expect("lock") = Some(holder);
+                                STANDBY_POLL
+                            }
+                            None => UNREACHABLE_RETRY,
+                        }
                     }
-                    if !waiting {
-                        tracing::info!(reactor = %name, "another engine runs this reactor; standing by");
-                        waiting = true;
-                    }
-                    STANDBY_POLL
-                }
-                Err(e) => {
-                    tracing::warn!(reactor = %name, error = %e, "cannot take the reactor's lease; retrying");
-                    UNREACHABLE_RETRY
-                }
+                },
             };
             if !sleep(&term, wait).await {
                 return None;
@@ -108,8 +113,32 @@ impl Leases {
         }
     }
 
-    fn lease(&self, name: &str, revision: u64, sent: BootInstant, term: CancellationToken) -> Lease {
+    /// One attempt at the lease: the revision written and when; otherwise the engine holding it, if known.
+    async fn take(&self, name: &str) -> Result<(u64, BootInstant), Option<String>> {
+        let sent = BootInstant::now();
+        match self.kv.create(name, self.holder.clone().into()).await {
+            Ok(revision) => Ok((revision, sent)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let sent = BootInstant::now();
+                self.reclaim(name).await.map(|revision| (revision, sent))
+            }
+            Err(e) => {
+                tracing::warn!(reactor = %name, error = %e, "cannot take the reactor's lease; retrying");
+                Err(None)
+            }
+        }
+    }
+
+    fn lease(
+        &self,
+        name: &str,
+        revision: u64,
+        sent: BootInstant,
+        term: CancellationToken,
+        handback: CancellationToken,
+    ) -> Lease {
         Lease {
+            handback,
             kv: self.kv.clone(),
             name: name.to_string(),
             holder: self.holder.clone(),
@@ -120,13 +149,21 @@ impl Leases {
         }
     }
 
-    /// Takes back a lease this engine held before it restarted.
-    async fn reclaim(&self, name: &str) -> Option<u64> {
-        let entry = self.kv.entry(name).await.ok()??;
-        if entry.value != self.holder.as_bytes() || entry.operation != kv::Operation::Put {
-            return None;
+    /// Takes back a lease this engine held before it restarted; otherwise the engine holding it.
+    async fn reclaim(&self, name: &str) -> Result<u64, Option<String>> {
+        let entry = match self.kv.entry(name).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+            _ => return Err(None),
+        };
+        if entry.value != self.holder.as_bytes() {
+            return Err(Some(String::from_utf8_lossy(&entry.value).into_owned()));
         }
-        self.kv.update(name, self.holder.clone().into(), entry.revision).await.ok()
+        self.kv.update(name, self.holder.clone().into(), entry.revision).await.map_err(|_| None)
+    }
+
+    /// The bucket, for the engines' announcements of partitioned reactors (`spread.rs`).
+    pub(super) fn store(&self) -> (kv::Store, String) {
+        (self.kv.clone(), self.holder.clone())
     }
 }
 
@@ -153,6 +190,9 @@ pub struct Lease {
     /// Cancelled when the lease is lost or given up: everything acting under it stops.
     term: CancellationToken,
     lost: AtomicBool,
+    /// Cancelled when this engine holds more than its share of a partitioned reactor: the runner finishes
+    /// the batch in hand and gives the partition back.
+    pub(super) handback: CancellationToken,
 }
 
 impl Lease {

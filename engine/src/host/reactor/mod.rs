@@ -9,12 +9,15 @@ pub mod call;
 mod effects;
 mod entries;
 mod lease;
+mod partition;
 mod runner;
 mod sagas;
 mod set;
 mod shared;
+mod spread;
 mod standby;
 mod state;
+mod status;
 pub mod steer;
 mod step;
 pub mod wait;
@@ -26,10 +29,13 @@ use serde_json::{Map, Value as Json};
 
 pub use admin::{admin_endpoints, serve_admin, AdminEndpoints};
 pub use effects::{Done, Effects, Failed, EFFECT_ID_HEADER, REACTOR_HEADER};
+pub use partition::States;
+pub use partition::{Partition, MAX_PARTITIONS};
 pub use sagas::{census, Census};
-pub use set::{Error, ReactorStatus, Reactors, Result};
+pub use set::{Error, Reactors, Result};
 pub use shared::Status;
 pub use state::{Counters, Parked, Pending, ReactorState};
+pub use status::{PartitionStatus, ReactorStatus};
 pub use step::Step;
 pub use watermark::{bucket_name, Mark};
 
@@ -68,6 +74,8 @@ pub struct Policy {
     pub replay_effects: bool,
     pub on_error: OnError,
     pub max_retries: u32,
+    /// How many partitions its keys are split into (1: the whole reactor is one; see `partition.rs`).
+    pub partitions: u16,
 }
 
 /// An effect a reactor asks for. The host gives each one the id `<reactor>:<seq>:<n>`.
@@ -214,6 +222,12 @@ pub trait Logic: std::fmt::Debug + Send + Sync + 'static {
     fn filters(&self) -> Vec<String>;
     /// Whether it reads `event` at all; others only move the bookmark.
     fn reads(&self, event: &StoredEvent) -> bool;
+    /// The key an event it reads is decided under (a saga's instance, a rule's entry), which picks the
+    /// partition that decides it; `None` when it has none or it cannot be computed (partition 0 decides
+    /// those, and meets the same error). Only asked when the reactor has more than one partition.
+    fn partition_key(&self, _event: &StoredEvent) -> Option<String> {
+        None
+    }
     /// Decides one event. An error is a runtime failure (a CEL error and the like) that the host retries and
     /// then handles by the policy.
     fn handle(&self, event: &StoredEvent, state: &dyn Entries) -> Result<Outcome, String>;

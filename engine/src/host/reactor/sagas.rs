@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use super::set::Error;
-use super::{Kind, Logic, ReactorState, Reactors};
+use super::{Kind, Logic, Reactors, States};
 use crate::api::{ErrorCode, Failure, Reply};
 
 /// Instances per reply unless asked otherwise.
@@ -45,7 +45,7 @@ fn invalid(e: impl std::fmt::Display) -> Reply {
 }
 
 /// The saga's definition and state, or the reply saying there is no such saga.
-fn saga(reactors: &Reactors, name: &str) -> Result<(Arc<dyn Logic>, ReactorState), Reply> {
+fn saga(reactors: &Reactors, name: &str) -> Result<(Arc<dyn Logic>, States), Reply> {
     match reactors.inspect(name) {
         Ok((logic, state)) if logic.kind() == Kind::Saga => Ok((logic, state)),
         Ok(_) | Err(Error::Unknown(_)) => {

@@ -1,19 +1,20 @@
-//! The running reactors: one task each, started, stopped, rebuilt and re-driven as the config and the
+//! The running reactors: one task per partition (one for a whole reactor), started, stopped, rebuilt and re-driven as the config and the
 //! operators ask, without touching the others.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::lease::Leases;
+use super::partition::{Partition, States};
 use super::runner;
-use super::shared::{Host, Shared, Status};
-use super::state::Counters;
+use super::shared::{Host, Shared};
+use super::spread::{Seat, Spread};
+use super::status::{status_of, ReactorStatus};
 use super::watermark::Watermarks;
 use super::{Effects, Logic, ReactorState};
 use crate::config::EngineConfig;
@@ -33,39 +34,42 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What operators see of a reactor.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReactorStatus {
-    pub name: String,
-    pub kind: super::Kind,
-    /// running | rebuilding | standby (another engine runs it) | stopped | failed (and starting, briefly)
-    pub status: &'static str,
-    /// Why it failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub position: u64,
-    pub lag: u64,
-    pub parked: usize,
-    /// What it has done, as fields of the status.
-    #[serde(flatten)]
-    pub counters: Counters,
-}
-
-struct Reactor {
+/// One partition's task (the whole reactor's, when it has one partition).
+struct Part {
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
     dir: PathBuf,
 }
 
+/// A running reactor: its partitions, and while it has more than one, the task that spreads them over the
+/// engines.
+struct Reactor {
+    logic: Arc<dyn Logic>,
+    parts: Vec<Part>,
+    /// Parent of the partitions' tokens.
+    cancel: CancellationToken,
+    spread: Mutex<Option<JoinHandle<()>>>,
+}
+
 impl Reactor {
     async fn stop(&self) {
-        self.shared.cancel.cancel();
-        let task = self.task.lock().expect("lock").take();
-        if let Some(task) = task {
+        self.cancel.cancel();
+        let spread = self.spread.lock().expect("lock").take();
+        let tasks = self.parts.iter().filter_map(|p| p.task.lock().expect("lock").take());
+        for task in tasks.chain(spread) {
             if let Err(e) = task.await {
-                tracing::error!(reactor = %self.shared.logic.name(), error = %e, "reactor task ended abnormally");
+                tracing::error!(reactor = %self.logic.name(), error = %e, "reactor task ended abnormally");
             }
         }
+    }
+
+    fn states(&self) -> States {
+        States(self.parts.iter().map(|p| (p.shared.partition, p.shared.state.clone())).collect())
+    }
+
+    fn status(&self, engine: &str) -> ReactorStatus {
+        let shared: Vec<&Shared> = self.parts.iter().map(|p| p.shared.as_ref()).collect();
+        status_of(&shared, engine)
     }
 }
 
@@ -76,6 +80,8 @@ pub struct Reactors {
     dir: PathBuf,
     /// Parent of every reactor's token: stopping the engine stops them all.
     cancel: CancellationToken,
+    /// This engine's id in the lease bucket.
+    engine: String,
 }
 
 impl Reactors {
@@ -84,8 +90,9 @@ impl Reactors {
         let watermarks = Watermarks::open(effects.store().jetstream(), &engine.stream, engine.replicas).await?;
         let dir = engine.data_dir.join("reactors");
         let holder = engine_id(&dir)?;
-        let leases = Leases::open(effects.store().jetstream(), &engine.stream, engine.replicas, holder).await?;
+        let leases = Leases::open(effects.store().jetstream(), &engine.stream, engine.replicas, holder.clone()).await?;
         let reactors = Arc::new(Reactors {
+            engine: holder,
             reactors: RwLock::new(BTreeMap::new()),
             host: Arc::new(Host { effects, watermarks, leases }),
             dir,
@@ -97,18 +104,36 @@ impl Reactors {
         Ok(reactors)
     }
 
-    fn add(&self, logic: Arc<dyn Logic>, state: Option<ReactorState>) -> Result<()> {
+    /// Starts `logic`'s partitions, on `states` when it is restarted (a rebuild, a changed definition).
+    fn add(&self, logic: Arc<dyn Logic>, states: Option<States>) -> Result<()> {
         let name = logic.name().to_string();
-        let dir = self.dir.join(&name);
-        let state = match state {
-            Some(s) => s,
-            None => ReactorState::open(&dir)?,
-        };
-        let shared = Arc::new(Shared::new(logic, state, self.cancel.child_token())?);
-        let task = tokio::spawn(runner::run(shared.clone(), self.host.clone()));
-        let reactor = Arc::new(Reactor { shared, task: Mutex::new(Some(task)), dir });
+        let count = logic.policy().partitions.max(1);
+        let cancel = self.cancel.child_token();
+        let spread = (count > 1).then(|| {
+            let (kv, holder) = self.host.leases.store();
+            Arc::new(Spread::new(&name, count, kv, holder))
+        });
+        let mut parts = Vec::new();
+        for partition in Partition::all(count) {
+            let dir = self.dir.join(partition.key(&name));
+            let state = match states.as_ref().and_then(|s| s.0.iter().find(|(p, _)| *p == partition)) {
+                Some((_, state)) => state.clone(),
+                None => ReactorState::open(&dir)?,
+            };
+            let shared = Arc::new(Shared::new(logic.clone(), partition, state, cancel.child_token())?);
+            let seat = Seat { spread: spread.clone(), index: partition.index };
+            let run = runner::run(shared.clone(), self.host.clone(), seat);
+            let task = if count > 1 {
+                tokio::spawn(run.instrument(tracing::info_span!("partition", partition = %shared.key)))
+            } else {
+                tokio::spawn(run)
+            };
+            parts.push(Part { shared, task: Mutex::new(Some(task)), dir });
+        }
+        let spread = spread.map(|s| tokio::spawn(s.run(cancel.clone())));
+        let reactor = Arc::new(Reactor { logic, parts, cancel, spread: Mutex::new(spread) });
         self.reactors.write().expect("lock").insert(name.clone(), reactor);
-        tracing::info!(reactor = %name, "reactor started");
+        tracing::info!(reactor = %name, partitions = count, "reactor started");
         Ok(())
     }
 
@@ -129,13 +154,13 @@ impl Reactors {
             let removed = self.reactors.write().expect("lock").remove(name);
             if let Some(reactor) = removed {
                 reactor.stop().await;
-                if let Err(e) = self.host.watermarks.remove(name).await {
-                    tracing::warn!(reactor = %name, error = %e, "cannot remove the reactor's watermark");
-                }
-                let dir = reactor.dir.clone();
+                self.forget_watermarks(name).await;
+                let dirs: Vec<PathBuf> = reactor.parts.iter().map(|p| p.dir.clone()).collect();
                 drop(reactor);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(reactor = %name, error = %e, "cannot remove the reactor's files");
+                for dir in dirs {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(reactor = %name, error = %e, "cannot remove the reactor's files");
+                    }
                 }
                 tracing::info!(reactor = %name, "reactor deleted");
             }
@@ -143,11 +168,15 @@ impl Reactors {
         for (name, logic) in wanted {
             match self.get(&name) {
                 Err(_) => self.add(logic, None)?,
-                Ok(reactor) if reactor.shared.logic.fingerprint() != logic.fingerprint() => {
+                Ok(reactor) if reactor.logic.policy().partitions != logic.policy().partitions => {
+                    // Refused before it gets here (the app's pins); kept as a second line of defence.
+                    tracing::error!(reactor = %name, "`partitions` changes only at a restart of every engine; the reactor runs on as it was");
+                }
+                Ok(reactor) if reactor.logic.fingerprint() != logic.fingerprint() => {
                     tracing::info!(reactor = %name, "definition changed; rebuilding");
                     reactor.stop().await;
-                    // The new task sees the new fingerprint and rebuilds once the old outbox has run.
-                    self.add(logic, Some(reactor.shared.state.clone()))?;
+                    // The new tasks see the new fingerprint and rebuild once the old outbox has run.
+                    self.add(logic, Some(reactor.states()))?;
                 }
                 Ok(_) => {}
             }
@@ -159,29 +188,54 @@ impl Reactors {
     pub async fn rebuild(&self, name: &str) -> Result<()> {
         let reactor = self.get(name)?;
         reactor.stop().await;
-        reactor.shared.state.forget_fingerprint()?;
-        self.add(reactor.shared.logic.clone(), Some(reactor.shared.state.clone()))
+        for part in &reactor.parts {
+            part.shared.state.forget_fingerprint()?;
+        }
+        self.add(reactor.logic.clone(), Some(reactor.states()))
     }
 
-    /// Resumes a failed reactor and re-drives what it parked.
+    /// Resumes a failed reactor and re-drives what it parked, in every partition this engine holds.
     pub fn retry(&self, name: &str) -> Result<()> {
-        self.get(name)?.shared.retry.notify_one();
+        for part in &self.get(name)?.parts {
+            part.shared.retry.notify_one();
+        }
         Ok(())
     }
 
     pub fn status(&self) -> Vec<ReactorStatus> {
-        self.all().iter().map(|r| status_of(&r.shared)).collect()
+        self.all().iter().map(|r| r.status(&self.engine)).collect()
     }
 
     /// One reactor's status.
     pub fn status_of(&self, name: &str) -> Result<ReactorStatus> {
-        Ok(status_of(&self.get(name)?.shared))
+        Ok(self.get(name)?.status(&self.engine))
     }
 
-    /// A reactor's definition and state (the admin API reads saga instances from it).
-    pub fn inspect(&self, name: &str) -> Result<(Arc<dyn Logic>, ReactorState)> {
+    /// A reactor's definition and state across its partitions (the admin API reads saga instances from it).
+    pub fn inspect(&self, name: &str) -> Result<(Arc<dyn Logic>, States)> {
         let reactor = self.get(name)?;
-        Ok((reactor.shared.logic.clone(), reactor.shared.state.clone()))
+        Ok((reactor.logic.clone(), reactor.states()))
+    }
+
+    /// This engine's id in the lease bucket (`holder` of the partitions it runs).
+    pub fn engine_id(&self) -> &str {
+        &self.engine
+    }
+
+    /// Removes the watermarks of a deleted reactor, under whatever partition layout they were written.
+    async fn forget_watermarks(&self, name: &str) {
+        let keys = match self.host.watermarks.layouts(name).await {
+            Ok(marks) => marks.into_iter().map(|(k, _)| k).collect(),
+            Err(e) => {
+                tracing::warn!(reactor = %name, error = %e, "cannot list the reactor's watermarks");
+                vec![name.to_string()]
+            }
+        };
+        for key in keys {
+            if let Err(e) = self.host.watermarks.remove(&key).await {
+                tracing::warn!(reactor = %name, error = %e, "cannot remove the reactor's watermark");
+            }
+        }
     }
 
     /// The event store the reactors use.
@@ -191,7 +245,7 @@ impl Reactors {
 
     /// The running reactors' definitions.
     pub fn logics(&self) -> Vec<Arc<dyn Logic>> {
-        self.all().iter().map(|r| r.shared.logic.clone()).collect()
+        self.all().iter().map(|r| r.logic.clone()).collect()
     }
 
     /// The names of the running reactors.
@@ -219,25 +273,4 @@ fn engine_id(dir: &std::path::Path) -> Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &id)).map_err(Error::Io)?;
     Ok(id)
-}
-
-fn status_of(shared: &Shared) -> ReactorStatus {
-    let (status, error) = match &*shared.status.lock().expect("lock") {
-        Status::Starting => ("starting", None),
-        Status::Running => ("running", None),
-        Status::Rebuilding => ("rebuilding", None),
-        Status::Standby => ("standby", None),
-        Status::Stopped => ("stopped", None),
-        Status::Failed(e) => ("failed", Some(e.clone())),
-    };
-    ReactorStatus {
-        name: shared.logic.name().to_string(),
-        kind: shared.logic.kind(),
-        status,
-        error,
-        position: shared.position.load(Ordering::Relaxed),
-        lag: shared.lag.load(Ordering::Relaxed),
-        parked: shared.state.parked_count(),
-        counters: shared.counters.lock().expect("lock").clone(),
-    }
 }

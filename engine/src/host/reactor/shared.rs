@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::Leases;
+use super::partition::Partition;
 use super::state::{Changes, Counters, Error as StateError};
 use super::watermark::Watermarks;
 use super::{Effects, Logic, Parked, Pending, ReactorState};
@@ -30,6 +31,12 @@ pub enum Status {
 /// What the host and the admin API share with a reactor's task.
 pub struct Shared {
     pub logic: Arc<dyn Logic>,
+    /// Which part of the reactor's keys this task runs (the whole reactor unless `partitions > 1`).
+    pub partition: Partition,
+    /// The partition's name in the lease and watermark buckets: the reactor's name when it is whole.
+    pub key: String,
+    /// The engine holding the lease when another does, as its lease says.
+    pub holder: Mutex<Option<String>>,
     pub state: ReactorState,
     pub status: Mutex<Status>,
     pub position: AtomicU64,
@@ -41,8 +48,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(logic: Arc<dyn Logic>, state: ReactorState, cancel: CancellationToken) -> Result<Self, StateError> {
+    pub fn new(
+        logic: Arc<dyn Logic>,
+        partition: Partition,
+        state: ReactorState,
+        cancel: CancellationToken,
+    ) -> Result<Self, StateError> {
         Ok(Self {
+            key: partition.key(logic.name()),
+            partition,
+            holder: Mutex::new(None),
             position: AtomicU64::new(state.bookmark()?),
             counters: Mutex::new(state.counters()?),
             logic,
@@ -56,6 +71,12 @@ impl Shared {
 
     pub(super) fn name(&self) -> &str {
         self.logic.name()
+    }
+
+    /// Whether this partition decides `event`: the reactor reads it and its key is this partition's.
+    pub(super) fn reads(&self, event: &crate::envelope::StoredEvent) -> bool {
+        self.logic.reads(event)
+            && (self.partition.count <= 1 || self.partition.owns(self.logic.partition_key(event).as_deref()))
     }
 
     pub(super) fn set_status(&self, status: Status) {

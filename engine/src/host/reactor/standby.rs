@@ -59,7 +59,7 @@ impl Warm {
     async fn run(&mut self) {
         // Deployment writes the watermark; until then there is no history to speak of.
         loop {
-            match self.host.watermarks.get(self.name()).await {
+            match self.host.watermarks.get(&self.shared.key).await {
                 Ok(Some(mark)) => {
                     self.mark = mark;
                     break;
@@ -145,7 +145,7 @@ impl Warm {
             let mut changes = Changes::new();
             while let Some(event) = batch.events.get(next).filter(|e| e.seq <= upto) {
                 next += 1;
-                if event.seq <= self.bookmark || !self.shared.logic.reads(event) {
+                if event.seq <= self.bookmark || !self.shared.reads(event) {
                     continue;
                 }
                 let overlay = Overlay { changes: &changes, cache: &self.cache, state: &self.shared.state };
@@ -176,7 +176,7 @@ impl Warm {
             if !sleep(&self.cancel, MARK_POLL).await {
                 return false;
             }
-            match self.host.watermarks.get(self.name()).await {
+            match self.host.watermarks.get(&self.shared.key).await {
                 Ok(Some(mark)) => self.mark = mark,
                 // The reactor was deleted meanwhile: the config change stops this task.
                 Ok(None) => {}

@@ -86,6 +86,22 @@ pub struct Counters {
     pub failed_calls: u64,
 }
 
+impl Counters {
+    /// Adds `other`'s counts (a partitioned reactor's total).
+    pub fn add(&mut self, other: &Counters) {
+        let Counters { commands, rejected, publishes, emits, skipped, ignored, timers, calls, failed_calls } = other;
+        self.commands += commands;
+        self.rejected += rejected;
+        self.publishes += publishes;
+        self.emits += emits;
+        self.skipped += skipped;
+        self.ignored += ignored;
+        self.timers += timers;
+        self.calls += calls;
+        self.failed_calls += failed_calls;
+    }
+}
+
 /// Entries changed by a batch: `None` removes.
 pub type Changes = BTreeMap<String, Option<Map<String, Json>>>;
 

@@ -274,7 +274,7 @@ impl Runner {
             return;
         }
         let mark = Mark { handled_seq: self.bookmark, ..self.mark };
-        match self.host.watermarks.put(self.name(), mark).await {
+        match self.host.watermarks.put(&self.shared.key, mark).await {
             Ok(()) => {
                 self.mark = mark;
                 self.mark_put = Instant::now();

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::entries::{Cache, Overlay};
 use super::lease::Lease;
 use super::shared::{commit_retrying, retry_forever, Host, Shared, Status};
+use super::spread::Seat;
 use super::state::Changes;
-use super::watermark::Mark;
+use super::watermark::{deploy, Mark};
 use super::{OnError, Outcome, Parked, Pending, Start, Step};
 use crate::backoff::Backoff;
 use crate::envelope::StoredEvent;
@@ -46,16 +47,17 @@ pub(super) enum Flow {
     Cancelled,
 }
 
-/// Runs a reactor until its token is cancelled, whenever this engine holds its lease.
-pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
-    let name = shared.name().to_string();
+/// Runs a reactor (or one of its partitions) until its token is cancelled, whenever this engine holds its
+/// lease and `seat` leaves room for it.
+pub(super) async fn run(shared: Arc<Shared>, host: Arc<Host>, seat: Seat) {
+    let name = shared.key.clone();
     loop {
         shared.set_status(Status::Standby);
         // Cancelled when the lease is lost or the reactor stops; the keeper is owned by this loop.
         let term = shared.cancel.child_token();
         // While another engine holds the lease, keep the state warm; stop folding as soon as it is ours.
         let warming = term.child_token();
-        let acquiring = host.leases.acquire(&name, term.clone());
+        let acquiring = host.leases.acquire(&shared, &seat, term.clone());
         tokio::pin!(acquiring);
         let acquired = tokio::select! {
             lease = &mut acquiring => lease,
@@ -76,6 +78,7 @@ pub async fn run(shared: Arc<Shared>, host: Arc<Host>) {
         if let Err(e) = keeper.await {
             tracing::error!(reactor = %name, error = %e, "lease keeper ended abnormally");
         }
+        seat.release();
         if shared.cancel.is_cancelled() {
             break;
         }
@@ -108,17 +111,10 @@ impl Runner {
         lease: Arc<Lease>,
         cancel: CancellationToken,
     ) -> Option<Runner> {
-        let name = shared.name().to_string();
+        let name = shared.key.clone();
         let mark = match retry_forever(&cancel, &name, "reading the watermark", || host.watermarks.get(&name)).await? {
             Some(mark) => mark,
-            None => {
-                let store = host.effects.store().clone();
-                let last = retry_forever(&cancel, &name, "reading the stream", || store.last_seq()).await?;
-                let mark = Mark { deployed_seq: last, handled_seq: 0 };
-                retry_forever(&cancel, &name, "writing the watermark", || host.watermarks.put(&name, mark)).await?;
-                tracing::info!(reactor = %name, deployed_seq = last, "reactor deployed");
-                mark
-            }
+            None => deploy(&shared, &host, &cancel).await?,
         };
         let mut runner = Runner {
             shared,
@@ -210,6 +206,8 @@ impl Runner {
             }
             let batch = tokio::select! {
                 _ = self.cancel.cancelled() => return Flow::Cancelled,
+                // Between batches: the one in hand is committed and its actions have run.
+                _ = self.lease.handback.cancelled() => return Flow::Cancelled,
                 _ = self.shared.retry.notified() => {
                     self.redrive = true;
                     continue;
@@ -247,7 +245,7 @@ impl Runner {
         let mut outbox = Vec::new();
         let mut parked = Vec::new();
         for event in &batch.events {
-            if event.seq <= self.bookmark || !logic.reads(event) {
+            if event.seq <= self.bookmark || !self.shared.reads(event) {
                 continue;
             }
             match self.take(event, &mut changes, &mut outbox, false).await {
